@@ -1,0 +1,228 @@
+"""Sync many users: keyset pagination, an in-memory "unchanged" pre-check, and worker threads.
+
+Memory stays flat: users are read in pk order, ``batch_size`` at a time, with only the
+fields the payload needs. Users whose last synced hash still matches (and whose row has no
+newer save) are counted without a single write, so a rerun over an unchanged site costs
+one read per batch and no calls. The others go through ``sync.sync_user``, the same path
+the Celery task takes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.db import close_old_connections, connections
+from django.db.models import Model, Q, QuerySet
+from django.utils import timezone
+
+from . import payload as payloads
+from . import state, sync
+from .conf import get_setting
+from .exceptions import PayloadError
+from .models import ContactSync
+
+Progress = Callable[[int], None]
+
+
+@dataclass
+class BulkReport:
+    counts: Counter[str] = field(default_factory=Counter)
+    calls: int = 0
+    started: float = field(default_factory=time.monotonic)
+    errors: list[str] = field(default_factory=list)
+    interrupted: bool = False
+
+    def add(self, result: sync.SyncResult) -> None:
+        outcome = sync.FAILED if result.failed else result.outcome
+        self.counts[outcome] += 1
+        self.calls += result.calls
+        if result.failed and len(self.errors) < 20:
+            self.errors.append(f"user {result.user_pk}: {result.error}")
+
+    @property
+    def failed(self) -> int:
+        return self.counts[sync.FAILED]
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+def users_queryset(
+    user_pks: Iterable[Any] | None = None, since: dt.datetime | None = None
+) -> QuerySet[Model]:
+    user_model = get_user_model()
+    queryset: QuerySet[Model] = user_model._default_manager.all()
+    if user_pks:
+        queryset = queryset.filter(pk__in=list(user_pks))
+    if since is not None:
+        # Users have no "modified" column in general; a save marks the ContactSync row, and
+        # a user new since then has no row yet or a recent date_joined.
+        changed = Q(orq_contact_sync__updated_at__gte=since)
+        field_names = {f.name for f in user_model._meta.get_fields()}
+        if "date_joined" in field_names:
+            changed |= Q(date_joined__gte=since)
+        queryset = queryset.filter(changed)
+    return queryset
+
+
+def payload_fields(user_model: type[Model]) -> list[str] | None:
+    """The columns the default payload reads; None (all) with a custom builder."""
+    if get_setting("CONTACT_BUILDER") is not None:
+        return None
+    names = {f.attname for f in user_model._meta.concrete_fields}
+    email_field = user_model.get_email_field_name()  # type: ignore[attr-defined]
+    required = {user_model._meta.pk.attname, getattr(user_model, "USERNAME_FIELD", ""), email_field}
+    external_id = get_setting("EXTERNAL_ID")
+    if isinstance(external_id, str) and "." not in external_id:
+        required.add(external_id)
+    if not required <= names:
+        return None  # a property or a callable may read anything: load whole rows
+    return sorted(required | ({"first_name", "last_name"} & names))
+
+
+def iter_batches(queryset: QuerySet[Model], batch_size: int) -> Iterator[list[Model]]:
+    """Keyset pagination by pk: no OFFSET, no server-side cursor, constant memory."""
+    fields = payload_fields(queryset.model)
+    base = queryset.order_by("pk")
+    if fields is not None:
+        base = base.only(*fields)
+    last: Any = None
+    while True:
+        page = base if last is None else base.filter(pk__gt=last)
+        batch = list(page[:batch_size])
+        if not batch:
+            return
+        yield batch
+        last = batch[-1].pk
+
+
+def unchanged_in_memory(users: list[Model], force: bool) -> tuple[list[Model], list[Any]]:
+    """Split a batch into (users that need ``sync_user``, pks known unchanged)."""
+    if force:
+        return users, []
+    rows = {
+        row.user_id: row
+        for row in ContactSync.objects.filter(user_id__in=[u.pk for u in users]).only(
+            "user_id", "status", "operation", "payload_hash", "version", "synced_version"
+        )
+    }
+    resource = str(get_setting("RESOURCE"))
+    todo: list[Model] = []
+    unchanged: list[Any] = []
+    for user in users:
+        row = rows.get(user.pk)
+        if (
+            row is None
+            or row.status != ContactSync.Status.SYNCED
+            or row.version != row.synced_version
+        ):
+            todo.append(user)
+            continue
+        try:
+            if not payloads.should_sync(user):
+                same = row.operation == ContactSync.Operation.DELETE
+            else:
+                digest = payloads.payload_hash(payloads.build(user), resource)
+                same = row.operation == ContactSync.Operation.UPSERT and row.payload_hash == digest
+        except PayloadError:
+            same = False
+        if same:
+            unchanged.append(user.pk)
+        else:
+            todo.append(user)
+    return todo, unchanged
+
+
+def run_parallel(
+    work: Callable[[Any], sync.SyncResult],
+    items: Iterable[Any],
+    concurrency: int,
+    report: BulkReport,
+    progress: Progress | None,
+) -> None:
+    """Run ``work`` over ``items`` on ``concurrency`` threads, each with its own session and
+    database connection; Ctrl-C stops feeding new items and lets in-flight ones finish."""
+    todo: queue.Queue[Any] = queue.Queue(maxsize=concurrency * 4)
+    lock = threading.Lock()
+    stop = object()
+
+    def worker() -> None:
+        try:
+            while (item := todo.get()) is not stop:
+                close_old_connections()
+                result = work(item)
+                with lock:
+                    report.add(result)
+                    if progress:
+                        progress(1)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(max(1, concurrency))]
+    for thread in threads:
+        thread.start()
+    try:
+        for item in items:
+            todo.put(item)
+    except KeyboardInterrupt:
+        report.interrupted = True
+    finally:
+        for _ in threads:
+            todo.put(stop)
+        for thread in threads:
+            thread.join()
+
+
+def sync_all(
+    queryset: QuerySet[Model],
+    *,
+    force: bool = False,
+    dry_run: bool = False,
+    enqueue: bool = False,
+    batch_size: int = 500,
+    concurrency: int = 4,
+    progress: Progress | None = None,
+) -> BulkReport:
+    """Sync every user of ``queryset`` that needs it (the command's default mode)."""
+    report = BulkReport()
+
+    def pending_pks() -> Iterator[Any]:
+        for batch in iter_batches(queryset, batch_size):
+            todo, unchanged = unchanged_in_memory(batch, force)
+            report.counts[sync.UNCHANGED] += len(unchanged)
+            if progress and unchanged:
+                progress(len(unchanged))
+            if enqueue and todo:
+                count = sync.request_sync([u.pk for u in todo], force=force)
+                report.counts["queued"] += count
+                if progress:
+                    progress(count)
+                continue
+            yield from (u.pk for u in todo)
+
+    def work(pk: Any) -> sync.SyncResult:
+        return sync.sync_user(pk, force=force, dry_run=dry_run)
+
+    run_parallel(work, pending_pks(), 1 if dry_run else concurrency, report, progress)
+    return report
+
+
+def sync_pending_rows(*, concurrency: int = 4, progress: Progress | None = None) -> BulkReport:
+    """Every pending or failed row, due or not, and any a dead worker left in flight."""
+    report = BulkReport()
+    pks = list(
+        state.due_rows(timezone.now(), include_failed=True)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    run_parallel(sync.sync_row, pks, concurrency, report, progress)
+    return report

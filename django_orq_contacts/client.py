@@ -1,0 +1,180 @@
+"""The only module that speaks HTTP: session, headers, timeouts, and mapping errors to classes.
+
+One ``requests.Session`` per process and thread: a session made before a Celery prefork fork
+would share its pooled sockets with the children, and sessions are not thread-safe, which
+matters for ``orq_sync_contacts --concurrency``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+from . import __version__, ratelimit
+from .conf import get_setting, get_timeout
+from .exceptions import (
+    OrqAPIError,
+    OrqAuthError,
+    OrqConfigurationError,
+    OrqConnectionError,
+    OrqPermanentError,
+    OrqRateLimitError,
+    OrqRedirectError,
+    OrqServerError,
+)
+
+logger = logging.getLogger(__name__)
+
+USER_AGENT = f"django-orq-contacts/{__version__}"
+_local = threading.local()
+
+
+def get_session() -> requests.Session:
+    """This process's and thread's session, made anew after a fork."""
+    pid = os.getpid()
+    session: requests.Session | None = getattr(_local, "session", None)
+    if session is None or getattr(_local, "pid", None) != pid:
+        session = requests.Session()
+        # Redirects are refused per request too; this also stops .request() defaults.
+        session.max_redirects = 0
+        _local.session, _local.pid = session, pid
+    return session
+
+
+def encode_body(body: Mapping[str, Any]) -> bytes:
+    """Compact, ASCII-escaped JSON: byte-for-byte what the official SDK sends."""
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+def item_path(resource: str, external_id: str) -> str:
+    return f"/v2/{resource}/{quote(external_id, safe='')}"
+
+
+def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
+    lowered = {key.lower(): value for key, value in headers.items()}
+    millis = lowered.get("retry-after-ms")
+    if millis:
+        try:
+            return max(0.0, float(millis) / 1000)
+        except ValueError:
+            pass
+    value = lowered.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+class OrqResponse:
+    """What callers need of a successful answer: status and the decoded body, if any."""
+
+    def __init__(self, status: int, data: Any) -> None:
+        self.status = status
+        self.data = data
+
+
+class OrqClient:
+    """Sends one request to Orq and turns every failure into a classified OrqAPIError."""
+
+    def __init__(self, api_key: str | None = None, base_url: str | None = None) -> None:
+        key = api_key or get_setting("API_KEY")
+        if not key:
+            raise OrqConfigurationError(
+                "No Orq API key: set ORQ_CONTACTS['API_KEY'] or the ORQ_API_KEY environment "
+                "variable (see `manage.py check`)."
+            )
+        self._api_key = str(key)
+        self.base_url = str(base_url or get_setting("BASE_URL")).rstrip("/")
+        self.timeout = get_timeout()
+
+    def __repr__(self) -> str:  # never show the key, even in a debugger or a traceback
+        return f"<OrqClient {self.base_url}>"
+
+    def request(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> OrqResponse:
+        headers = {
+            "Authorization": f"Bearer {self._api_key}",
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+        }
+        data = None
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+            data = encode_body(body)
+        ratelimit.acquire()
+        try:
+            response = get_session().request(
+                method,
+                self.base_url + path,
+                data=data,
+                headers=headers,
+                timeout=self.timeout,
+                allow_redirects=False,
+            )
+        except requests.Timeout as exc:
+            raise OrqConnectionError(f"{method} {path}: timed out ({type(exc).__name__})") from None
+        except requests.RequestException as exc:
+            # The exception text names the URL and sometimes the socket error; the class
+            # is all a log reader needs and cannot leak anything.
+            raise OrqConnectionError(f"{method} {path}: {type(exc).__name__}") from None
+        ratelimit.observe(response.status_code, response.headers)
+        if 200 <= response.status_code < 300:
+            return OrqResponse(response.status_code, _json_or_none(response))
+        raise error_for(method, path, response)
+
+
+def _json_or_none(response: requests.Response) -> Any:
+    # A 2xx is a success whatever its body: an empty or odd body must not fail the sync.
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def error_for(method: str, path: str, response: requests.Response) -> OrqAPIError:
+    status = response.status_code
+    headers = dict(response.headers)
+    body = response.text if response.content else ""
+    detail = _error_detail(response)
+    message = f"{method} {path} answered {status}" + (f": {detail}" if detail else "")
+    kwargs: dict[str, Any] = {"status": status, "body": body, "headers": headers}
+    if status == 429:
+        return OrqRateLimitError(message, retry_after=parse_retry_after(headers), **kwargs)
+    if status >= 500 or status == 408:
+        return OrqServerError(message, retry_after=parse_retry_after(headers), **kwargs)
+    if status in (401, 403):
+        return OrqAuthError(message, **kwargs)
+    if 300 <= status < 400:
+        return OrqRedirectError(f"{method} {path} answered a {status} redirect; refused", **kwargs)
+    return OrqPermanentError(message, **kwargs)
+
+
+def _error_detail(response: requests.Response) -> str:
+    """The API's own short error text, when the body is the JSON it documents."""
+    try:
+        data = response.json()
+    except ValueError:
+        return ""
+    if isinstance(data, dict):
+        for key in ("message", "error", "detail"):
+            if isinstance(data.get(key), str):
+                return str(data[key])[:200]
+    return ""
