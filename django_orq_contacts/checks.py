@@ -181,6 +181,8 @@ def _check_values() -> list[CheckMessage]:
         "SWEEP_BATCH",
         "LEASE_SECONDS",
         "PUBLISH_TIMEOUT",
+        "BREAKER_THRESHOLD",
+        "BREAKER_COOLDOWN",
     ):
         value = get_setting(name)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:

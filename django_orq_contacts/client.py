@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import requests
 
-from . import __version__, ratelimit
+from . import __version__, circuit, ratelimit
 from .conf import get_setting, get_timeout
 from .exceptions import (
     OrqAPIError,
@@ -35,6 +35,8 @@ from .exceptions import (
 logger = logging.getLogger(__name__)
 
 USER_AGENT = f"django-orq-contacts/{__version__}"
+# Bodies past this are cut: success bodies are small, and an error page is kept only in part.
+MAX_BODY = 1024 * 1024
 _local = threading.local()
 
 
@@ -44,8 +46,6 @@ def get_session() -> requests.Session:
     session: requests.Session | None = getattr(_local, "session", None)
     if session is None or getattr(_local, "pid", None) != pid:
         session = requests.Session()
-        # Redirects are refused per request too; this also stops .request() defaults.
-        session.max_redirects = 0
         _local.session, _local.pid = session, pid
     return session
 
@@ -117,7 +117,11 @@ class OrqClient:
         if body is not None:
             headers["Content-Type"] = "application/json"
             data = encode_body(body)
+        circuit.before_call()
         ratelimit.acquire()
+        # requests' read timeout applies to each read, so a server trickling a byte at a
+        # time would never time out; the whole exchange gets a deadline of its own.
+        deadline = time.monotonic() + sum(self.timeout)
         try:
             response = get_session().request(
                 method,
@@ -126,34 +130,64 @@ class OrqClient:
                 headers=headers,
                 timeout=self.timeout,
                 allow_redirects=False,
+                stream=True,
             )
+            with response:
+                content = _read_body(response, deadline)
         except requests.Timeout as exc:
+            circuit.record_failure()
             raise OrqConnectionError(f"{method} {path}: timed out ({type(exc).__name__})") from None
         except requests.RequestException as exc:
+            circuit.record_failure()
             # The exception text names the URL and sometimes the socket error; the class
             # is all a log reader needs and cannot leak anything.
             raise OrqConnectionError(f"{method} {path}: {type(exc).__name__}") from None
-        ratelimit.observe(response.status_code, response.headers)
-        if 200 <= response.status_code < 300:
-            return OrqResponse(response.status_code, _json_or_none(response))
-        raise error_for(method, path, response)
+        status = response.status_code
+        ratelimit.observe(status, response.headers)
+        if 200 <= status < 300:
+            circuit.record_success()
+            return OrqResponse(status, _json_or_none(content))
+        error = error_for(method, path, status, dict(response.headers), content)
+        if isinstance(error, OrqServerError):
+            circuit.record_failure()
+        elif not isinstance(error, OrqRateLimitError):
+            circuit.record_success()  # a 4xx answer means the API itself is up
+        raise error
 
 
-def _json_or_none(response: requests.Response) -> Any:
+class _BodyTimeout(requests.Timeout):
+    pass
+
+
+def _read_body(response: requests.Response, deadline: float) -> bytes:
+    """Read the body, giving up at ``deadline`` and past MAX_BODY (an error page can be huge)."""
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_content(chunk_size=16384):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= MAX_BODY:
+            break
+        if time.monotonic() > deadline:
+            raise _BodyTimeout("response body too slow")
+    return b"".join(chunks)
+
+
+def _json_or_none(content: bytes) -> Any:
     # A 2xx is a success whatever its body: an empty or odd body must not fail the sync.
-    if not response.content:
+    if not content:
         return None
     try:
-        return response.json()
+        return json.loads(content)
     except ValueError:
         return None
 
 
-def error_for(method: str, path: str, response: requests.Response) -> OrqAPIError:
-    status = response.status_code
-    headers = dict(response.headers)
-    body = response.text if response.content else ""
-    detail = _error_detail(response)
+def error_for(
+    method: str, path: str, status: int, headers: dict[str, str], content: bytes
+) -> OrqAPIError:
+    body = content.decode("utf-8", errors="replace")
+    detail = _error_detail(content)
     message = f"{method} {path} answered {status}" + (f": {detail}" if detail else "")
     kwargs: dict[str, Any] = {"status": status, "body": body, "headers": headers}
     if status == 429:
@@ -167,12 +201,9 @@ def error_for(method: str, path: str, response: requests.Response) -> OrqAPIErro
     return OrqPermanentError(message, **kwargs)
 
 
-def _error_detail(response: requests.Response) -> str:
+def _error_detail(content: bytes) -> str:
     """The API's own short error text, when the body is the JSON it documents."""
-    try:
-        data = response.json()
-    except ValueError:
-        return ""
+    data = _json_or_none(content)
     if isinstance(data, dict):
         for key in ("message", "error", "detail"):
             if isinstance(data.get(key), str):

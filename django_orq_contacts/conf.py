@@ -51,6 +51,10 @@ DEFAULTS: dict[str, Any] = {
     # commit in the committing thread (tests and scripts).
     "PUBLISH": "thread",
     "RATE_LIMIT": None,
+    # Open the shared circuit breaker after this many transient failures in a row (0: off),
+    # and let one probe call through every BREAKER_COOLDOWN seconds while it is open.
+    "BREAKER_THRESHOLD": 5,
+    "BREAKER_COOLDOWN": 30,
     "CACHE_ALIAS": "default",
 }
 

@@ -68,6 +68,10 @@ class OrqConnectionError(OrqTransientError):
     """No answer: connection refused, reset, DNS failure or timeout."""
 
 
+class OrqCircuitOpenError(OrqTransientError):
+    """Not sent: recent calls all failed, so the shared circuit breaker is open."""
+
+
 class OrqPermanentError(OrqAPIError):
     """A 4xx (other than 429) or a refused redirect: retrying would not help."""
 

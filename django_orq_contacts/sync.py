@@ -20,7 +20,7 @@ from . import dispatch, signals, state
 from . import payload as payloads
 from .backends import BaseBackend, get_backend
 from .conf import get_setting
-from .exceptions import OrqAPIError, OrqAuthError, PayloadError
+from .exceptions import OrqAPIError, OrqAuthError, OrqCircuitOpenError, PayloadError
 from .models import ContactSync
 from .redaction import redact
 
@@ -246,8 +246,11 @@ def _fail(user: Model | None, row: ContactSync, token: str, exc: Exception) -> S
     retry_in = None
     if isinstance(exc, OrqAPIError) and exc.transient:
         retry_in = state.backoff(row.attempts + 1, exc.retry_after)
+    # Calls the circuit breaker held back were never tried: they use no attempt, so an
+    # outage alone does not push users to "failed".
     attempts = state.record_failure(
-        row, token, error=message, status_code=status_code, retry_in=retry_in
+        row, token, error=message, status_code=status_code, retry_in=retry_in,
+        count_attempt=not isinstance(exc, OrqCircuitOpenError),
     )
     _log_failure(row, exc, message, attempts, retry_in)
     if user is not None:

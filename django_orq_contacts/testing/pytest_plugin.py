@@ -48,7 +48,7 @@ def orq_server_session() -> Iterator[FakeOrqServer]:
 
 @pytest.fixture
 def orq_server(orq_server_session: FakeOrqServer, settings: Any) -> Iterator[FakeOrqServer]:
-    from .. import ratelimit
+    from .. import circuit, ratelimit
 
     orq_server_session.reset()
     _override(
@@ -57,6 +57,9 @@ def orq_server(orq_server_session: FakeOrqServer, settings: Any) -> Iterator[Fak
         BASE_URL=orq_server_session.url,
         API_KEY=TEST_API_KEY,
     )
+    # Shared state lives in the cache: a breaker opened or a pause set by one test must not
+    # leak into the next.
     ratelimit.reset()
+    circuit.reset()
     yield orq_server_session
     orq_server_session.reset()

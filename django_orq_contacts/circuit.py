@@ -1,0 +1,79 @@
+"""A circuit breaker shared by every process through the Django cache.
+
+During an outage (every call a 5xx or a timeout) each worker retrying on its own would keep
+hammering the API and burn every user's retry budget, ending with the whole site "failed"
+for what was Orq's problem. After ``BREAKER_THRESHOLD`` transient failures in a row (across
+all processes) the circuit opens: calls fail fast with ``OrqCircuitOpenError`` (which does
+not count as an attempt), and one probe call per ``BREAKER_COOLDOWN`` seconds tests whether
+the API is back. The first success closes the circuit for everyone.
+"""
+
+from __future__ import annotations
+
+import time
+
+from django.core.cache import BaseCache, caches
+
+from .conf import get_setting
+from .exceptions import OrqCircuitOpenError
+
+PREFIX = "orq_contacts:cb"
+FAILURES_KEY = f"{PREFIX}:failures"
+OPEN_KEY = f"{PREFIX}:open_until"
+PROBE_KEY = f"{PREFIX}:probe"
+
+
+def _cache() -> BaseCache:
+    return caches[get_setting("CACHE_ALIAS")]
+
+
+def before_call() -> None:
+    """Raise OrqCircuitOpenError unless the circuit is closed or this call is the probe."""
+    threshold = int(get_setting("BREAKER_THRESHOLD"))
+    if threshold <= 0:
+        return
+    cache = _cache()
+    open_until = cache.get(OPEN_KEY)
+    if not open_until:
+        return
+    cooldown = float(get_setting("BREAKER_COOLDOWN"))
+    remaining = float(open_until) - time.time()
+    # One caller in the whole site wins the probe slot per cooldown period.
+    if remaining <= 0 and cache.add(PROBE_KEY, 1, timeout=max(1, int(cooldown))):
+        return
+    raise OrqCircuitOpenError(
+        "Orq looks down (circuit open); not calling it", retry_after=max(remaining, cooldown)
+    )
+
+
+def record_success() -> None:
+    cache = _cache()
+    if cache.get(OPEN_KEY) or cache.get(FAILURES_KEY):
+        cache.delete_many([OPEN_KEY, FAILURES_KEY, PROBE_KEY])
+
+
+def record_failure() -> None:
+    """Count one transient failure; open the circuit at the threshold."""
+    threshold = int(get_setting("BREAKER_THRESHOLD"))
+    if threshold <= 0:
+        return
+    cache = _cache()
+    cooldown = float(get_setting("BREAKER_COOLDOWN"))
+    # The count expires, so scattered failures over a long time never open the circuit.
+    cache.add(FAILURES_KEY, 0, timeout=max(60, int(cooldown * 4)))
+    try:
+        failures = cache.incr(FAILURES_KEY)
+    except ValueError:  # expired between add and incr
+        failures = 1
+        cache.set(FAILURES_KEY, 1, timeout=max(60, int(cooldown * 4)))
+    if failures >= threshold:
+        cache.set(OPEN_KEY, time.time() + cooldown, timeout=int(cooldown * 10) + 60)
+        cache.delete(PROBE_KEY)
+
+
+def reset() -> None:
+    _cache().delete_many([OPEN_KEY, FAILURES_KEY, PROBE_KEY])
+
+
+def is_open() -> bool:
+    return bool(_cache().get(OPEN_KEY))
