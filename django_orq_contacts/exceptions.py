@@ -60,6 +60,10 @@ class OrqRateLimitError(OrqTransientError):
     """429 Too Many Requests; ``retry_after`` holds the server's wish in seconds."""
 
 
+class OrqThrottledError(OrqRateLimitError):
+    """Not sent: the shared rate limiter has no call slot soon enough."""
+
+
 class OrqServerError(OrqTransientError):
     """A 5xx answer."""
 

@@ -20,14 +20,14 @@ from collections.abc import Mapping
 from django.core.cache import BaseCache, caches
 
 from .conf import get_setting
-from .exceptions import OrqConfigurationError, OrqRateLimitError
+from .exceptions import OrqConfigurationError, OrqThrottledError
 
 KEY_PREFIX = "orq_contacts:rl"
 PAUSE_KEY = f"{KEY_PREFIX}:paused_until"
 # Spend 97% of the allowed rate: the API's clock and ours differ by network jitter, and a
 # 429 costs far more than 3% of throughput.
 SAFETY = 0.97
-# A caller asked to wait longer than this gets an OrqRateLimitError instead (a Celery task
+# A caller asked to wait longer than this gets an OrqThrottledError instead (a Celery task
 # then retries later rather than pinning a worker).
 DEFAULT_MAX_WAIT = 30.0
 
@@ -70,7 +70,7 @@ def acquire(max_wait: float | None = None) -> float:
     if paused_until:
         delay = float(paused_until) - time.time()
         if delay > limit:
-            raise OrqRateLimitError("rate limited by Orq; waiting for the reset", retry_after=delay)
+            raise OrqThrottledError("rate limited by Orq; waiting for the reset", retry_after=delay)
         if delay > 0:
             time.sleep(delay)
             waited += delay
@@ -87,7 +87,7 @@ def acquire(max_wait: float | None = None) -> float:
     cache.set(f"{KEY_PREFIX}:hint", slot + 1, timeout=int(period) + 60)
     delay = slot * interval - time.time()
     if delay > limit:
-        raise OrqRateLimitError("local rate limit: no call slot soon enough", retry_after=delay)
+        raise OrqThrottledError("local rate limit: no call slot soon enough", retry_after=delay)
     if delay > 0:
         time.sleep(delay)
         waited += delay

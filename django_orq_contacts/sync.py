@@ -20,7 +20,13 @@ from . import dispatch, signals, state
 from . import payload as payloads
 from .backends import BaseBackend, get_backend
 from .conf import get_setting
-from .exceptions import OrqAPIError, OrqAuthError, OrqCircuitOpenError, PayloadError
+from .exceptions import (
+    OrqAPIError,
+    OrqAuthError,
+    OrqCircuitOpenError,
+    OrqThrottledError,
+    PayloadError,
+)
 from .models import ContactSync
 from .redaction import redact
 
@@ -40,6 +46,8 @@ MAX_ROUNDS = 3
 REQUEST_CHUNK = 500
 SYNC_TASK = dispatch.SYNC_TASK
 AUTH_ALERT_INTERVAL = 600.0
+# Errors raised before anything was sent (breaker open, no rate-limit slot): not an attempt.
+NOT_SENT = (OrqCircuitOpenError, OrqThrottledError)
 _last_auth_alert = 0.0
 
 
@@ -246,11 +254,15 @@ def _fail(user: Model | None, row: ContactSync, token: str, exc: Exception) -> S
     retry_in = None
     if isinstance(exc, OrqAPIError) and exc.transient:
         retry_in = state.backoff(row.attempts + 1, exc.retry_after)
-    # Calls the circuit breaker held back were never tried: they use no attempt, so an
-    # outage alone does not push users to "failed".
+    # Calls held back by the circuit breaker or the rate limiter were never tried: they use
+    # no attempt, so an outage or a long queue alone does not push users to "failed".
     attempts = state.record_failure(
-        row, token, error=message, status_code=status_code, retry_in=retry_in,
-        count_attempt=not isinstance(exc, OrqCircuitOpenError),
+        row,
+        token,
+        error=message,
+        status_code=status_code,
+        retry_in=retry_in,
+        count_attempt=not isinstance(exc, NOT_SENT),
     )
     _log_failure(row, exc, message, attempts, retry_in)
     if user is not None:
