@@ -71,8 +71,28 @@ def sync_pending(self: Any, limit: int | None = None) -> int:
     return len(sync.sync_due(limit))
 
 
+@shared_task(
+    name="django_orq_contacts.reconcile_contacts",
+    bind=True,
+    ignore_result=True,
+    soft_time_limit=6 * 3600,
+    time_limit=6 * 3600 + 60,
+)
+def reconcile_contacts(self: Any, batch_size: int = 500) -> int:
+    """Find users whose contact differs from the last sync and queue just those.
+
+    Catches writes that fire no signal (``queryset.update``, ``bulk_update``, raw SQL); a
+    nightly beat entry is typical. Unchanged users cost one hash each and no call.
+    """
+    from . import bulk
+
+    report = bulk.sync_all(bulk.users_queryset(), enqueue=True, batch_size=batch_size)
+    return int(report.counts["queued"])
+
+
 BY_NAME: dict[str, Any] = {
     "django_orq_contacts.sync_contact": sync_contact,
     "django_orq_contacts.delete_contact": delete_contact,
     "django_orq_contacts.sync_pending": sync_pending,
+    "django_orq_contacts.reconcile_contacts": reconcile_contacts,
 }
