@@ -80,7 +80,9 @@ def acquire(max_wait: float | None = None) -> float:
     calls, period = rate
     interval = period / (calls * SAFETY)
     now = time.time()
-    slot = max(math.floor(now / interval), int(cache.get(f"{KEY_PREFIX}:hint") or 0))
+    # The next slot boundary, not the current slot: a call placed late in the current slot
+    # would sit closer than one interval to the next one.
+    slot = max(math.ceil(now / interval), int(cache.get(f"{KEY_PREFIX}:hint") or 0))
     # Walk forward to the first free slot; cache.add is the atomic claim.
     while not cache.add(f"{KEY_PREFIX}:slot:{slot}", 1, timeout=int(period) + 60):
         slot += 1
