@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from django.contrib import admin, messages
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.translation import ngettext
 
-from . import state, sync
+from . import admin_actions, dispatch, state, sync
 from .admin_actions import attach_to_user_admin
 from .models import ContactSync
 
@@ -64,13 +66,16 @@ class ContactSyncAdmin(ModelAdminBase):
 
     @admin.action(description="Sync selected rows to Orq now", permissions=["change"])
     def resync(self, request: HttpRequest, queryset: QuerySet[ContactSync]) -> None:
-        users = queryset.filter(user__isnull=False).values_list("user_id", flat=True)
-        count = sync.request_sync(users, force=True)
+        # Rows of deleted users carry a pending delete of the contact: redo that delete.
+        rows = queryset.order_by()
+        users = rows.filter(user__isnull=False).values_list("user_id", flat=True)
+        count = sync.request_sync(users, force=True, chunk_size=admin_actions.ENQUEUE_CHUNK)
+        count += _request_deletes(rows.filter(user__isnull=True).values_list("pk", flat=True))
         self.message_user(
             request,
             ngettext(
-                "%(count)d user was queued for sync.",
-                "%(count)d users were queued for sync.",
+                "%(count)d row was queued for sync.",
+                "%(count)d rows were queued for sync.",
                 count,
             )
             % {"count": count},
@@ -88,6 +93,19 @@ class ContactSyncAdmin(ModelAdminBase):
             % {"count": count},
             messages.SUCCESS,
         )
+
+
+def _request_deletes(row_pks: Iterable[int]) -> int:
+    """Make tombstone rows due and queue their delete, one transaction per chunk."""
+    pks = list(row_pks)
+    chunk_size = admin_actions.ENQUEUE_CHUNK
+    for start in range(0, len(pks), chunk_size):
+        chunk = pks[start : start + chunk_size]
+        with transaction.atomic():
+            state.mark_pending(ContactSync.objects.filter(pk__in=chunk, user__isnull=True))
+            for pk in chunk:
+                dispatch.schedule(dispatch.DELETE_TASK, pk)
+    return len(pks)
 
 
 attach_to_user_admin()
