@@ -31,10 +31,16 @@ DELETE_TASK = "django_orq_contacts.delete_contact"
 
 
 class _Batch:
-    """Everything one outermost transaction asks to publish, deduplicated by user."""
+    """What one transaction level asks to publish, deduplicated by user.
 
-    def __init__(self) -> None:
+    Each savepoint level gets its own batch, registered inside it, so rolling the savepoint
+    back drops its jobs with it. The batches of one transaction share ``sent`` so a user
+    saved at several levels is still published once.
+    """
+
+    def __init__(self, sent: dict[tuple[str, Any], bool]) -> None:
         self.jobs: dict[tuple[str, Any], Job] = {}
+        self.sent = sent
 
     def add(self, job: Job) -> None:
         key = (job[0], job[1][0])
@@ -44,7 +50,13 @@ class _Batch:
             self.jobs[key] = job
 
     def __call__(self) -> None:
-        publish(list(self.jobs.values()))
+        jobs = []
+        for key, job in self.jobs.items():
+            forced = bool(job[2].get("force"))
+            if key not in self.sent or (forced and not self.sent[key]):
+                self.sent[key] = forced
+                jobs.append(job)
+        publish(jobs)
 
 
 def _batch_for(using: str) -> _Batch | None:
@@ -52,15 +64,20 @@ def _batch_for(using: str) -> _Batch | None:
 
     None in autocommit mode, where there is nothing to coalesce. Looking the batch up in the
     connection's on-commit list (rather than caching it) keeps it right across savepoint
-    rollbacks, which drop the callbacks registered inside them.
+    rollbacks, which drop the callbacks registered inside them; only a batch registered at
+    the current savepoint level is reused, or a rolled-back save would stay in an outer one.
     """
     connection = transaction.get_connection(using)
     if not connection.in_atomic_block:
         return None
+    level = set(connection.savepoint_ids)
+    sent: dict[tuple[str, Any], bool] = {}
     for entry in connection.run_on_commit:
         if isinstance(entry[1], _Batch):
-            return entry[1]
-    batch = _Batch()
+            if entry[0] == level:
+                return entry[1]
+            sent = entry[1].sent
+    batch = _Batch(sent)
     transaction.on_commit(batch, using=using)
     return batch
 
