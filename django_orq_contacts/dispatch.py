@@ -131,30 +131,46 @@ def send_now(jobs: list[Job]) -> int:
     from . import tasks
 
     sent = 0
-    for name, args, kwargs in jobs:
-        task: Any = tasks.BY_NAME[name]
-        try:
-            task.apply_async(
-                args=args,
-                kwargs=kwargs,
-                queue=get_setting("QUEUE"),
-                # One quick reconnect covers a pooled connection the broker has dropped;
-                # more would only delay the warning. How long a connect may take is
-                # Celery's broker_connection_timeout.
-                retry=True,
-                retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.5},
-            )
-            sent += 1
-        except Exception as exc:
-            logger.warning(
-                "Could not publish %s for %d job(s) (%s); their ContactSync rows stay pending "
-                "for the sweeper.",
-                name,
-                len(jobs) - sent,
-                type(exc).__name__,
-            )
-            break
+    name = jobs[0][0] if jobs else ""
+    try:
+        with _bounded_connection(tasks.BY_NAME[name].app) as connection:
+            for name, args, kwargs in jobs:
+                tasks.BY_NAME[name].apply_async(
+                    args=args,
+                    kwargs=kwargs,
+                    queue=get_setting("QUEUE"),
+                    connection=connection,
+                    # One quick reconnect covers a connection the broker has just dropped;
+                    # more would only delay the warning.
+                    retry=True,
+                    retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.5},
+                )
+                sent += 1
+    except Exception as exc:
+        logger.warning(
+            "Could not publish %s for %d job(s) (%s); their ContactSync rows stay pending "
+            "for the sweeper.",
+            name,
+            len(jobs) - sent,
+            type(exc).__name__,
+        )
     return sent
+
+
+def _bounded_connection(app: Any) -> Any:
+    """A broker connection whose connect, reads and writes all time out.
+
+    Celery's pooled connection only bounds connecting: a broker that accepts the connection
+    and then never answers would block a publish forever (and, inline, the request).
+    """
+    timeout = float(get_setting("PUBLISH_TIMEOUT"))
+    options = {
+        "socket_timeout": timeout,  # redis
+        "socket_connect_timeout": timeout,
+        "read_timeout": timeout,  # amqp
+        "write_timeout": timeout,
+    }
+    return app.connection_for_write(connect_timeout=timeout, transport_options=options)
 
 
 class _Publisher:

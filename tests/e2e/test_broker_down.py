@@ -116,3 +116,15 @@ def test_hung_broker_does_not_hold_up_the_request(orq_server, settings, caplog):
     # The publisher thread survived: the next save is published and synced by the worker.
     later = User.objects.create_user("lee", email="lee@example.com")
     wait_for(lambda: orq_server.contact(str(later.pk)), what="a later save to sync")
+
+
+def test_hung_broker_inline_publish_gives_up_within_publish_timeout(orq_server, settings, caplog):
+    """Inline publishing runs in the request: a broker that never answers must not hang it."""
+    settings.ORQ_CONTACTS = {**settings.ORQ_CONTACTS, "PUBLISH": "inline", "PUBLISH_TIMEOUT": 1}
+    caplog.set_level(logging.WARNING, logger="django_orq_contacts")
+    with frozen_broker() as broker, broker_at(celery_app, dead_broker(broker.port)):
+        user, seconds = save_like_a_request("max")
+        # The request came back on its own, while the broker was still frozen.
+        assert broker.has_client()
+    assert seconds < HANG_GUARD
+    assert_left_pending(user, orq_server, caplog)
