@@ -44,7 +44,8 @@ DEFAULTS: dict[str, Any] = {
     "SWEEP_BATCH": 500,
     # A claimed row whose worker vanished (SIGKILL, OOM) is reclaimable after this long.
     "LEASE_SECONDS": 300,
-    # Seconds the web process may spend publishing a task before giving up (broker down).
+    # Seconds a publish may spend on connect, each read and each write before giving up
+    # (broker down or hung); the row then waits for the sweeper.
     "PUBLISH_TIMEOUT": 2.0,
     # "thread": publish from a background thread (the request never waits on the broker);
     # "inline": publish in the committing thread; "direct": no Celery, sync right after

@@ -5,7 +5,7 @@ published here is only the fast path. So publishing happens on a background thre
 default: a request never waits on the broker, and when the broker is down the thread logs a
 warning and the rows stay pending for the sweeper. ``PUBLISH = "inline"`` publishes in the
 committing thread instead (for servers that run no threads, such as uWSGI without
-``enable-threads``), bounded by Celery's ``broker_connection_timeout``. ``PUBLISH =
+``enable-threads``), bounded by ``PUBLISH_TIMEOUT``. ``PUBLISH =
 "direct"`` skips Celery and syncs in the committing thread (tests, scripts, the demo).
 """
 
