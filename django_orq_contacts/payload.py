@@ -36,6 +36,9 @@ MAX_TAGS = 100
 MAX_TAG = 128
 MAX_METADATA_BYTES = 16 * 1024
 MAX_METADATA_DEPTH = 8
+# Far below Python's int -> str digit limit (which would raise ValueError in json.dumps) and
+# far above any number JSON readers keep exactly (2**53).
+MAX_INT_BITS = 1024
 
 # Saves touching only these fields never need a sync (a login updates last_login).
 NEVER_SYNCED_FIELDS = frozenset({"last_login", "password"})
@@ -47,15 +50,21 @@ _url_validator = URLValidator(schemes=["http", "https"])
 def external_id_for(user: Model) -> str:
     """The user's stable Orq external id, from the EXTERNAL_ID setting (default: the pk)."""
     setting = get_setting("EXTERNAL_ID")
-    if setting is None:
-        value: Any = user.pk
-    elif callable(setting) or "." in str(setting):
-        value = get_callable("EXTERNAL_ID")(user)
-    else:
-        value = getattr(user, str(setting))
-    if value is None:
+    try:
+        if setting is None:
+            value: Any = user.pk
+        elif callable(setting) or "." in str(setting):
+            value = get_callable("EXTERNAL_ID")(user)
+        else:
+            value = getattr(user, str(setting))
+        # str() itself can fail (an int over sys.get_int_max_str_digits()).
+        raw = None if value is None else str(value)
+    except Exception as exc:
+        # Like a failing CONTACT_BUILDER: permanent for this user, not a crash of the task.
+        raise PayloadError(f"EXTERNAL_ID raised {type(exc).__name__}") from exc
+    if raw is None:
         raise PayloadError("external_id is empty (is the user saved?)")
-    text = _clean_text(str(value), "external_id")
+    text = _clean_text(raw, "external_id")
     if not text.strip():
         raise PayloadError("external_id is empty")
     if len(text) > MAX_EXTERNAL_ID:
@@ -202,7 +211,11 @@ def _json_value(value: Any, depth: int) -> Any:
     """Turn common Python values into JSON ones; refuse what has no faithful JSON form."""
     if depth > MAX_METADATA_DEPTH:
         raise PayloadError(f"metadata is nested deeper than {MAX_METADATA_DEPTH} levels")
-    if value is None or isinstance(value, (bool, int)):
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if value.bit_length() > MAX_INT_BITS:
+            raise PayloadError("metadata contains an integer too large for JSON")
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
