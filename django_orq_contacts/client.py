@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 import requests
+import urllib3
 
 from . import __version__, circuit, ratelimit
 from .conf import get_setting, get_timeout
@@ -160,16 +161,33 @@ class _BodyTimeout(requests.Timeout):
 
 
 def _read_body(response: requests.Response, deadline: float) -> bytes:
-    """Read the body, giving up at ``deadline`` and past MAX_BODY (an error page can be huge)."""
+    """Read the body, giving up at ``deadline`` and past MAX_BODY (an error page can be huge).
+
+    ``read1`` returns what one socket read brings, so a trickled body is held to the deadline
+    byte by byte; ``iter_content`` would block until a whole chunk (often the whole small
+    body) had arrived, however long that took.
+    """
+    read1 = getattr(response.raw, "read1", None)
+    pieces: Any = (
+        iter(lambda: read1(16384, decode_content=True), b"")
+        if read1 is not None
+        else response.iter_content(chunk_size=16384)  # urllib3 < 2 has no read1
+    )
     chunks: list[bytes] = []
     size = 0
-    for chunk in response.iter_content(chunk_size=16384):
-        chunks.append(chunk)
-        size += len(chunk)
-        if size >= MAX_BODY:
-            break
-        if time.monotonic() > deadline:
-            raise _BodyTimeout("response body too slow")
+    try:
+        for chunk in pieces:
+            chunks.append(chunk)
+            size += len(chunk)
+            if size >= MAX_BODY:
+                break
+            if time.monotonic() > deadline:
+                raise _BodyTimeout("response body too slow")
+    except urllib3.exceptions.ReadTimeoutError:
+        raise _BodyTimeout("response body read timed out") from None
+    except urllib3.exceptions.HTTPError as exc:
+        # What iter_content would have wrapped: keep it inside requests' exception tree.
+        raise requests.ConnectionError(type(exc).__name__) from None
     return b"".join(chunks)
 
 
