@@ -16,6 +16,7 @@ from django.utils.module_loading import import_string
 
 from .conf import SETTINGS_NAME, get_callable, get_setting, get_timeout, unknown_setting_names
 from .ratelimit import parse_rate
+from .redaction import redact
 
 HTTP_BACKEND = "django_orq_contacts.backends.http.HttpBackend"
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
@@ -51,6 +52,11 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     messages += _check_dotted_paths()
     messages += _check_values()
     messages += _check_rate_limit()
+    # Messages echo setting values (a dotted path, a rate); a key pasted into the wrong
+    # setting would be printed by `manage.py check` and kept in CI logs.
+    for message in messages:
+        message.msg = redact(message.msg)
+        message.hint = redact(message.hint) if message.hint else message.hint
     return messages
 
 
