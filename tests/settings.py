@@ -63,7 +63,13 @@ else:
 
 REDIS_URL = os.environ.get("ORQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 CACHES = {
-    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        # The rate limiter's pauses and the circuit breaker live in the cache: runs on
+        # separate queues (parallel runs) must not trip each other's.
+        "KEY_PREFIX": os.environ.get("ORQ_TEST_QUEUE", "orq-tests"),
+    }
 }
 
 CELERY_BROKER_URL = os.environ.get("ORQ_TEST_BROKER_URL", REDIS_URL)

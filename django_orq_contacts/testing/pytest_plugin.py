@@ -11,6 +11,7 @@ Both need pytest-django's ``settings`` fixture; nothing here runs unless a test 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -49,6 +50,7 @@ def orq_server_session() -> Iterator[FakeOrqServer]:
 @pytest.fixture
 def orq_server(orq_server_session: FakeOrqServer, settings: Any) -> Iterator[FakeOrqServer]:
     from .. import circuit, ratelimit
+    from ..backends import http as http_backend
 
     orq_server_session.reset()
     _override(
@@ -61,5 +63,13 @@ def orq_server(orq_server_session: FakeOrqServer, settings: Any) -> Iterator[Fak
     # leak into the next.
     ratelimit.reset()
     circuit.reset()
+    # The HTTP backend remembers which servers answered "duplicate" (create-only); the
+    # session server goes back to upsert mode, so that memory must go too.
+    http_backend._create_only.clear()
     yield orq_server_session
+    # A request the client gave up on (a delay or trickle fault) is still being served; it
+    # would land in the next test's store and request log, so let it finish (bounded).
+    deadline = time.monotonic() + 5.0
+    while orq_server_session.stats()["in_flight"] and time.monotonic() < deadline:
+        time.sleep(0.01)
     orq_server_session.reset()
