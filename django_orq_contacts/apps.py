@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from django.apps import AppConfig
+from django.apps import AppConfig, apps
 from django.utils.translation import gettext_lazy as _
 
 
@@ -27,4 +27,6 @@ class OrqContactsConfig(AppConfig):
             receivers.user_deleted, sender=user, dispatch_uid="orq_contacts_deleted"
         )
         # In case the admin autodiscovered before this app's admin module could attach.
-        attach_to_user_admin()
+        # A site without django.contrib.admin must still start.
+        if apps.is_installed("django.contrib.admin"):
+            attach_to_user_admin()
