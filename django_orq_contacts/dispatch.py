@@ -28,68 +28,57 @@ logger = logging.getLogger(__name__)
 Job = tuple[str, tuple[Any, ...], dict[str, Any]]
 SYNC_TASK = "django_orq_contacts.sync_contact"
 DELETE_TASK = "django_orq_contacts.delete_contact"
+# Queued publishes the background thread sends over one broker connection.
+MAX_BATCH = 500
 
 
-class _Batch:
-    """What one transaction level asks to publish, deduplicated by user.
+class _OnCommit:
+    """One save's request to publish, registered with ``transaction.on_commit``.
 
-    Each savepoint level gets its own batch, registered inside it, so rolling the savepoint
-    back drops its jobs with it. The batches of one transaction share ``sent`` so a user
-    saved at several levels is still published once.
+    Every save registers its own callback, and the callbacks of one transaction share
+    ``sent`` so each user is published once, by the first callback that runs. Letting Django
+    keep one callback per save (rather than one batch per transaction) is what keeps this
+    right when a savepoint rolls back (its callbacks go with it) and under
+    ``captureOnCommitCallbacks`` in tests (a save inside the block is captured even if the
+    same user was saved before it). Publishes are batched later, by the publisher thread.
     """
 
-    def __init__(self, sent: dict[tuple[str, Any], bool]) -> None:
-        self.jobs: dict[tuple[str, Any], Job] = {}
+    __slots__ = ("job", "sent")
+
+    def __init__(self, job: Job, sent: dict[tuple[str, Any], bool]) -> None:
+        self.job = job
         self.sent = sent
 
-    def add(self, job: Job) -> None:
-        key = (job[0], job[1][0])
-        previous = self.jobs.get(key)
-        # A forced request wins over a plain one for the same user.
-        if previous is None or job[2].get("force"):
-            self.jobs[key] = job
-
     def __call__(self) -> None:
-        jobs = []
-        for key, job in self.jobs.items():
-            forced = bool(job[2].get("force"))
-            if key not in self.sent or (forced and not self.sent[key]):
-                self.sent[key] = forced
-                jobs.append(job)
-        publish(jobs)
+        key = (self.job[0], self.job[1][0])
+        forced = bool(self.job[2].get("force"))
+        # A forced request still goes out after a plain one for the same user.
+        if key not in self.sent or (forced and not self.sent[key]):
+            self.sent[key] = forced
+            publish([self.job])
 
 
-def _batch_for(using: str) -> _Batch | None:
-    """The batch registered on this transaction, registering one if needed.
-
-    None in autocommit mode, where there is nothing to coalesce. Looking the batch up in the
-    connection's on-commit list (rather than caching it) keeps it right across savepoint
-    rollbacks, which drop the callbacks registered inside them; only a batch registered at
-    the current savepoint level is reused, or a rolled-back save would stay in an outer one.
-    """
-    connection = transaction.get_connection(using)
-    if not connection.in_atomic_block:
-        return None
-    level = set(connection.savepoint_ids)
-    sent: dict[tuple[str, Any], bool] = {}
-    for entry in connection.run_on_commit:
-        if isinstance(entry[1], _Batch):
-            if entry[0] == level:
-                return entry[1]
-            sent = entry[1].sent
-    batch = _Batch(sent)
-    transaction.on_commit(batch, using=using)
-    return batch
+def _shared_sent(connection: Any) -> dict[tuple[str, Any], bool]:
+    """The ``sent`` map of the transaction's callbacks (the newest one is usually last)."""
+    for entry in reversed(connection.run_on_commit):
+        if isinstance(entry[1], _OnCommit):
+            sent: dict[tuple[str, Any], bool] = entry[1].sent
+            return sent
+    return {}
 
 
 def schedule(task_name: str, arg: Any, *, using: str | None = None, **kwargs: Any) -> None:
-    """Publish ``task_name(arg, **kwargs)`` after the current transaction commits."""
+    """Publish ``task_name(arg, **kwargs)`` after the current transaction commits.
+
+    In autocommit mode there is nothing to wait for, or to coalesce: publish now.
+    """
     job: Job = (task_name, (arg,), kwargs)
-    batch = _batch_for(using or DEFAULT_DB_ALIAS)
-    if batch is None:
+    alias = using or DEFAULT_DB_ALIAS
+    connection = transaction.get_connection(alias)
+    if not connection.in_atomic_block:
         publish([job])
-    else:
-        batch.add(job)
+        return
+    transaction.on_commit(_OnCommit(job, _shared_sent(connection)), using=alias)
 
 
 def publish(jobs: Iterable[Job]) -> None:
@@ -130,6 +119,8 @@ def send_now(jobs: list[Job]) -> int:
     """
     from . import tasks
 
+    if not jobs:
+        return 0
     sent = 0
     name = jobs[0][0] if jobs else ""
     try:
@@ -187,14 +178,20 @@ class _Publisher:
 
     def _run(self) -> None:
         while True:
-            jobs = self.queue.get()
+            batch = [self.queue.get()]
+            # Whatever else is already queued goes out over the same connection.
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
             try:
-                if jobs is not None:
-                    send_now(jobs)
+                send_now([job for jobs in batch if jobs for job in jobs])
             except Exception:  # the thread must survive anything, or publishing stops
                 logger.exception("orq-contacts publisher failed")
             finally:
-                self.queue.task_done()
+                for _ in batch:
+                    self.queue.task_done()
 
     def flush(self, timeout: float) -> bool:
         """Wait until the queue is drained, at most ``timeout`` seconds."""
