@@ -65,11 +65,11 @@ def get_setting(name: str) -> Any:
     if name not in DEFAULTS:
         raise KeyError(f"Unknown {SETTINGS_NAME} setting {name!r}")
     user_settings = getattr(settings, SETTINGS_NAME, None) or {}
-    if name in user_settings:
-        return user_settings[name]
-    if name == "API_KEY":
+    value = user_settings.get(name, DEFAULTS[name])
+    if name == "API_KEY" and not value:
+        # An explicit None (e.g. env("ORQ_API_KEY", default=None)) means the default too.
         return os.environ.get(API_KEY_ENV) or None
-    return DEFAULTS[name]
+    return value
 
 
 def unknown_setting_names() -> list[str]:
@@ -102,6 +102,8 @@ def _import(path: str, setting: str) -> Any:
     try:
         return import_string(path)
     except ImportError as exc:
+        from .redaction import redact  # the value may be a key pasted in the wrong place
+
         raise ImproperlyConfigured(
-            f"{SETTINGS_NAME}[{setting!r}] = {path!r} cannot be imported: {exc}"
+            redact(f"{SETTINGS_NAME}[{setting!r}] = {path!r} cannot be imported: {exc}")
         ) from exc

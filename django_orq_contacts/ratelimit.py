@@ -21,6 +21,7 @@ from django.core.cache import BaseCache, caches
 
 from .conf import get_setting
 from .exceptions import OrqConfigurationError, OrqThrottledError
+from .redaction import redact
 
 KEY_PREFIX = "orq_contacts:rl"
 PAUSE_KEY = f"{KEY_PREFIX}:paused_until"
@@ -50,9 +51,8 @@ def parse_rate(value: object) -> tuple[int, float] | None:
         return None
     match = _RATE_RE.match(str(value).lower())
     if not match or match.group(3) not in _UNITS or int(match.group(1)) < 1:
-        raise OrqConfigurationError(
-            f"ORQ_CONTACTS['RATE_LIMIT'] = {value!r} is not a rate such as '100/m' or '10/s'"
-        )
+        text = f"ORQ_CONTACTS['RATE_LIMIT'] = {value!r} is not a rate such as '100/m' or '10/s'"
+        raise OrqConfigurationError(redact(text))
     multiple = int(match.group(2) or 1)
     return int(match.group(1)), multiple * _UNITS[match.group(3)]
 

@@ -96,3 +96,6 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {"django_orq_contacts": {"handlers": ["console"], "level": "INFO"}},
 }
+
+# A fast hasher: the suite creates many users with passwords.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
