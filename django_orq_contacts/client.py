@@ -42,13 +42,32 @@ _local = threading.local()
 
 
 def get_session() -> requests.Session:
-    """This process's and thread's session, made anew after a fork."""
+    """This process's and thread's session, made anew after a fork.
+
+    The environment is read once per session (see ``proxies_for``), not on every call as
+    requests does by default: that re-reading of proxies, CA bundle and ``~/.netrc`` cost
+    more than the rest of a call. ``~/.netrc`` is not used at all: its credentials would
+    replace the API key in the Authorization header.
+    """
     pid = os.getpid()
     session: requests.Session | None = getattr(_local, "session", None)
     if session is None or getattr(_local, "pid", None) != pid:
         session = requests.Session()
-        _local.session, _local.pid = session, pid
+        session.trust_env = False
+        session.verify = (
+            os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        )
+        _local.session, _local.pid, _local.proxies = session, pid, {}
     return session
+
+
+def proxies_for(url: str) -> dict[str, str]:
+    """The environment's proxies for ``url`` (none when NO_PROXY covers it), read once."""
+    get_session()
+    known: dict[str, dict[str, str]] = _local.proxies
+    if url not in known:
+        known[url] = requests.utils.get_environ_proxies(url)
+    return known[url]
 
 
 def encode_body(body: Mapping[str, Any]) -> bytes:
@@ -132,6 +151,7 @@ class OrqClient:
                 timeout=self.timeout,
                 allow_redirects=False,
                 stream=True,
+                proxies=proxies_for(self.base_url),
             )
             with response:
                 content = _read_body(response, deadline)

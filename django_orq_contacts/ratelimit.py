@@ -31,6 +31,8 @@ SAFETY = 0.97
 # A caller asked to wait longer than this gets an OrqThrottledError instead (a Celery task
 # then retries later rather than pinning a worker).
 DEFAULT_MAX_WAIT = 30.0
+# Seconds between reads of the shared pause while none is known (see _shared_pause).
+RECHECK = 0.25
 
 _UNITS = {
     "s": 1.0,
@@ -66,9 +68,9 @@ def acquire(max_wait: float | None = None) -> float:
     limit = max_wait if max_wait is not None else DEFAULT_MAX_WAIT
     cache = _cache()
     waited = 0.0
-    paused_until = cache.get(PAUSE_KEY)
+    paused_until = _shared_pause(cache)
     if paused_until:
-        delay = float(paused_until) - time.time()
+        delay = paused_until - time.time()
         if delay > limit:
             raise OrqThrottledError("rate limited by Orq; waiting for the reset", retry_after=delay)
         if delay > 0:
@@ -115,6 +117,7 @@ def observe(status: int, headers: Mapping[str, str]) -> None:
 
 def pause(seconds: float) -> None:
     until = time.time() + seconds
+    _seen.until = max(_seen.until, until)
     cache = _cache()
     current = cache.get(PAUSE_KEY)
     if not current or float(current) < until:
@@ -123,7 +126,34 @@ def pause(seconds: float) -> None:
 
 def reset() -> None:
     """Forget every shared pause (tests and operators after an incident)."""
+    _seen.until, _seen.checked = 0.0, -math.inf
     _cache().delete(PAUSE_KEY)
+
+
+class _Seen:
+    """The shared pause as this process last read it (and any it set itself)."""
+
+    until = 0.0
+    checked = -math.inf
+
+
+_seen = _Seen()
+
+
+def _shared_pause(cache: BaseCache) -> float:
+    """The pause every process must honour, read from the cache at most every RECHECK s.
+
+    One cache read per call cost more than the rest of the limiter when no limit is set;
+    a pause set by another process is seen at most RECHECK seconds late (one set here,
+    at once), and the few calls made meanwhile would only be answered 429 and pause too.
+    """
+    now = time.monotonic()
+    if now - _seen.checked >= RECHECK:
+        # The cache is the truth (pause() writes there too): a reset() by an operator in
+        # another process must end this process's pause as well.
+        _seen.until = float(cache.get(PAUSE_KEY) or 0.0)
+        _seen.checked = now
+    return _seen.until if _seen.until > time.time() else 0.0
 
 
 def _reset_delay(value: str | None) -> float | None:
