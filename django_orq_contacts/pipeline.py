@@ -34,6 +34,18 @@ from .models import ContactSync
 Operation = ContactSync.Operation
 # A job whose lease has less than this left is handed to sync_user, which claims afresh.
 LEASE_MARGIN = dt.timedelta(seconds=30)
+# What the fast path and sync's failure recording read of a row (the rest is never parsed).
+ROW_FIELDS = (
+    "user_id",
+    "version",
+    "synced_version",
+    "operation",
+    "orq_id",
+    "external_id",
+    "payload_hash",
+    "attempts",
+    "lease_until",
+)
 
 
 @dataclass
@@ -93,7 +105,8 @@ def claim_chunk(user_pks: list[Any], fresh_users: QuerySet[Model], force: bool) 
         ContactSync.objects.filter(free, user_id__in=user_pks).update(
             lease_token=token, lease_until=now + lease
         )
-        rows = {row.user_id: row for row in ContactSync.objects.filter(lease_token=token)}
+        claimed = ContactSync.objects.filter(lease_token=token).only(*ROW_FIELDS)
+        rows = {row.user_id: row for row in claimed}
         # Read after the claim: a save committed before it is in these users; one
         # committed after it bumped the version, which record_success notices.
         users = {user.pk: user for user in fresh_users.filter(pk__in=user_pks)}
