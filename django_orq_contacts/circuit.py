@@ -21,6 +21,7 @@ PREFIX = "orq_contacts:cb"
 FAILURES_KEY = f"{PREFIX}:failures"
 OPEN_KEY = f"{PREFIX}:open_until"
 PROBE_KEY = f"{PREFIX}:probe"
+AUTH_ALERT_KEY = f"{PREFIX}:auth_alert"
 
 
 def _cache() -> BaseCache:
@@ -71,8 +72,14 @@ def record_failure() -> None:
         cache.delete(PROBE_KEY)
 
 
+def first_auth_alert(interval: float) -> bool:
+    """True for one caller per ``interval`` across every process (a rejected key is alerted
+    once for the site, not by each worker that meets it)."""
+    return bool(_cache().add(AUTH_ALERT_KEY, 1, timeout=max(1, int(interval))))
+
+
 def reset() -> None:
-    _cache().delete_many([OPEN_KEY, FAILURES_KEY, PROBE_KEY])
+    _cache().delete_many([OPEN_KEY, FAILURES_KEY, PROBE_KEY, AUTH_ALERT_KEY])
 
 
 def is_open() -> bool:

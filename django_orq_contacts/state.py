@@ -65,11 +65,10 @@ def mark_deleted(row_pk: int, *, using: str | None = None) -> bool:
     if row is None:
         return False
     no_contact = row.operation == Operation.DELETE and row.status == Status.SYNCED
-    if (
-        no_contact
-        or not row.external_id
-        or (row.synced_version == 0 and not row.orq_id and not row.last_error)
-    ):
+    # A worker holding the lease may be creating the contact right now.
+    in_flight = row.lease_until is not None and row.lease_until > timezone.now()
+    never_sent = row.synced_version == 0 and not row.orq_id and not row.last_error
+    if no_contact or not row.external_id or (never_sent and not in_flight):
         row.delete()
         return False
     manager.filter(pk=row.pk).update(
@@ -158,7 +157,8 @@ def record_success(
         "status": Case(
             When(version=version, then=Value(Status.SYNCED)), default=Value(Status.PENDING)
         ),
-        "operation": operation,
+        # A user deleted while the call was in flight left a tombstone: it stays a delete.
+        "operation": Case(When(user__isnull=True, then=F("operation")), default=Value(operation)),
         "synced_version": version,
         "payload_hash": payload_hash,
         "attempts": 0,

@@ -7,7 +7,6 @@ the rules (hash check, lease, error classes, what is recorded) hold whatever the
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +15,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Model
 
-from . import dispatch, signals, state
+from . import circuit, dispatch, signals, state
 from . import payload as payloads
 from .backends import BaseBackend, get_backend
 from .conf import get_setting
@@ -48,7 +47,6 @@ SYNC_TASK = dispatch.SYNC_TASK
 AUTH_ALERT_INTERVAL = 600.0
 # Errors raised before anything was sent (breaker open, no rate-limit slot): not an attempt.
 NOT_SENT = (OrqCircuitOpenError, OrqThrottledError)
-_last_auth_alert = 0.0
 
 
 @dataclass
@@ -142,6 +140,9 @@ def sync_user(
         # A save landed while the call was in flight: send the newer state too.
         token, force = None, False
     if result.outcome == "again":
+        # Saves kept landing during the calls, and their tasks found the row busy and left
+        # it to us: queue a fresh sync rather than leave the newest state to the sweeper.
+        dispatch.schedule(SYNC_TASK, str(user_pk))
         result.outcome = SYNCED
     result.calls = calls
     return result
@@ -281,13 +282,10 @@ def _fail(user: Model | None, row: ContactSync, token: str, exc: Exception) -> S
 def _log_failure(
     row: ContactSync, exc: Exception, message: str, attempts: int, retry_in: float | None
 ) -> None:
-    global _last_auth_alert
     if isinstance(exc, OrqAuthError):
         # Every call fails the same way until someone fixes the key: say it loudly once,
-        # not once per user.
-        now = time.monotonic()
-        if now - _last_auth_alert > AUTH_ALERT_INTERVAL or _last_auth_alert == 0.0:
-            _last_auth_alert = now
+        # not once per user nor once per worker process.
+        if circuit.first_auth_alert(AUTH_ALERT_INTERVAL):
             logger.error(
                 "Orq rejected the API key (%s); contact sync is failing. Check "
                 "ORQ_CONTACTS['API_KEY'].",
