@@ -183,6 +183,7 @@ def _check_values() -> list[CheckMessage]:
         "MAX_RETRIES",
         "RETRY_BACKOFF",
         "RETRY_BACKOFF_MAX",
+        "RETRY_AFTER_MAX",
         "SWEEP_GRACE",
         "SWEEP_BATCH",
         "LEASE_SECONDS",

@@ -36,6 +36,9 @@ DEFAULTS: dict[str, Any] = {
     "MAX_RETRIES": 8,
     "RETRY_BACKOFF": 2,
     "RETRY_BACKOFF_MAX": 600,
+    # The longest Retry-After (or rate-limit reset) honoured; a server asking for a day is
+    # more likely wrong than right, and every process would pause that long.
+    "RETRY_AFTER_MAX": 3600,
     "QUEUE": None,
     "BACKEND": "django_orq_contacts.backends.http.HttpBackend",
     # Rows marked pending are left alone by the sweeper for this long, so the task enqueued

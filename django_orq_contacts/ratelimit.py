@@ -112,7 +112,7 @@ def observe(status: int, headers: Mapping[str, str]) -> None:
     if delay is None:
         delay = 1.0 if status == 429 else 0.0
     if delay > 0:
-        pause(delay)
+        pause(min(delay, float(get_setting("RETRY_AFTER_MAX"))))
 
 
 def pause(seconds: float) -> None:

@@ -178,14 +178,15 @@ def record_success(
 
 
 def backoff(attempts: int, retry_after: float | None = None) -> float:
-    """Exponential backoff with jitter; a server's Retry-After is a floor."""
+    """Exponential backoff with jitter; a server's Retry-After (capped) is a floor."""
     base = float(get_setting("RETRY_BACKOFF"))
     cap = float(get_setting("RETRY_BACKOFF_MAX"))
     delay = min(cap, base * 2 ** max(0, attempts - 1))
     # "Equal jitter": keeps at least half the delay, spreads the rest so a crowd of failed
     # tasks does not come back at the same instant.
     delay = delay / 2 + random.uniform(0, delay / 2)  # noqa: S311 - not for security
-    return float(max(delay, retry_after or 0.0))
+    asked = min(retry_after or 0.0, float(get_setting("RETRY_AFTER_MAX")))
+    return float(max(delay, asked))
 
 
 def record_failure(

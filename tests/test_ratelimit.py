@@ -100,3 +100,14 @@ def test_server_side_limit_is_respected_by_the_client(limited, orq_server):
     for i in range(40):
         client.request("POST", "/v2/contacts", {"external_id": f"rl-{i}"})
     assert orq_server.stats()["rate_limited"] == 0
+
+
+def test_an_absurd_retry_after_is_capped(limited):
+    """One header asking for 28 hours must not stop every process for a day."""
+    from django_orq_contacts import state
+
+    ratelimit.observe(429, {"Retry-After": "100000"})
+    with pytest.raises(OrqThrottledError) as excinfo:
+        ratelimit.acquire(max_wait=1)
+    assert 3500 < excinfo.value.retry_after <= 3600
+    assert state.backoff(1, retry_after=100000) == 3600
