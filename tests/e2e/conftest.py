@@ -8,7 +8,6 @@ does not come up fail the session: these tests are only worth something against 
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import uuid
@@ -26,7 +25,7 @@ from django_orq_contacts.testing.server import FakeOrqServer
 from tests.celery_app import app as celery_app  # the test process publishes with this app
 from tests.settings import CANARY_API_KEY
 
-from .harness import ARTIFACTS, CeleryWorker, purge_queue, require_redis, wait_for
+from .harness import ARTIFACTS, CeleryWorker, logging_to, purge_queue, require_redis, wait_for
 
 User = get_user_model()
 
@@ -57,15 +56,9 @@ def e2e_server() -> Iterator[FakeOrqServer]:
 @pytest.fixture(scope="session")
 def e2e_test_log() -> Iterator[Any]:
     """Everything this process logs, kept under artifacts/ for the leak scan."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / "test-process.log"
-    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
-    handler.setLevel(logging.DEBUG)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    logging.getLogger().addHandler(handler)
-    yield path
-    logging.getLogger().removeHandler(handler)
-    handler.close()
+    with logging_to(path):
+        yield path
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import re
 import select
@@ -203,6 +204,27 @@ class CeleryWorker:
 
     def outcomes(self, offset: int = 0) -> list[str]:
         return [e.outcome for e in self.events(offset) if e.kind == "succeeded"]
+
+
+# -- this process's log ----------------------------------------------------------------------
+
+
+@contextmanager
+def logging_to(path: Path) -> Iterator[logging.Handler]:
+    """Copy everything this process logs, at every level, to ``path`` (emptied first).
+
+    The leak scans read the file: a secret must not reach this process's logs either.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
+    handler.setLevel(logging.DEBUG)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.getLogger().addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
 
 
 # -- the broker ------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from django_orq_contacts import circuit, dispatch, pausing, ratelimit
 from django_orq_contacts.backends import http as http_backend
 from django_orq_contacts.models import ContactSync
 from tests.celery_app import app as celery_app
-from tests.e2e.harness import redis_dump, require_redis
+from tests.e2e.harness import logging_to, redis_dump, require_redis
 
 from .support import (
     FAULT_ARTIFACTS,
@@ -119,15 +119,9 @@ def fault_stacks(
 @pytest.fixture(scope="package")
 def fault_test_log() -> Iterator[Any]:
     """Everything this process logs during the suite, kept for the leak scan."""
-    FAULT_ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = FAULT_ARTIFACTS / "test-process.log"
-    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
-    handler.setLevel(logging.DEBUG)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    logging.getLogger().addHandler(handler)
-    yield path, handler
-    logging.getLogger().removeHandler(handler)
-    handler.close()
+    with logging_to(path) as handler:
+        yield path, handler
 
 
 @pytest.fixture
