@@ -35,6 +35,12 @@ def parse_args() -> argparse.Namespace:
         help="figure 1 is also run at these --concurrency values (default 16; '' for none)",
     )
     parser.add_argument(
+        "--experiment-breaker",
+        action="store_true",
+        help="figure 1 once more with the circuit breaker's cache reads stubbed out "
+        "(analysis of where the time goes; not the shipped behaviour)",
+    )
+    parser.add_argument(
         "--latency", type=float, default=0.02, help="simulated API latency, seconds (default 0.02)"
     )
     parser.add_argument(
@@ -84,7 +90,12 @@ def main() -> None:
 
         also = [int(c) for c in args.also_concurrency.split(",") if c.strip()]
         new, raw["bulk"] = fig_bulk.run(
-            args.users, args.sdk_users, args.latency, args.sdk_python, also
+            args.users,
+            args.sdk_users,
+            args.latency,
+            args.sdk_python,
+            also,
+            args.experiment_breaker,
         )
         rows += new
     if "3" in figures:

@@ -33,6 +33,12 @@ def sync(args: list[str]) -> dict[str, Any]:
     from django.core.management import call_command
     from django.core.management.base import CommandError
 
+    if os.environ.get("ORQ_BENCH_STUB_BREAKER") == "1":
+        # Analysis only (--experiment-breaker): what the breaker's shared-state reads cost.
+        from django_orq_contacts import circuit
+
+        circuit.before_call = lambda: None
+        circuit.record_success = lambda: None
     out, err = StringIO(), StringIO()
     code = 0
     started = time.perf_counter()

@@ -10,7 +10,12 @@ from .table import Row
 
 
 def run(
-    users: int, sdk_users: int, latency: float, sdk_python: str, also: list[int]
+    users: int,
+    sdk_users: int,
+    latency: float,
+    sdk_python: str,
+    also: list[int],
+    experiment: bool = False,
 ) -> tuple[list[Row], dict[str, Any]]:
     """Figure 1 at the command's default concurrency (and at each of ``also``); figure 2."""
     default = int(env.run_child("default-concurrency")["concurrency"])
@@ -30,6 +35,8 @@ def run(
             run_raw = _one(server, users, concurrency, concurrency == default)
             raw["runs"].append(run_raw)
             rows += _rows(run_raw, users, latency, sdk["rate"], default)
+            if experiment:
+                rows.append(_experiment(server, users, concurrency, run_raw, raw))
         rerun = raw["runs"][0]["rerun"]
     rows.append(
         Row(
@@ -84,6 +91,27 @@ def _one(server: Any, users: int, concurrency: int, with_rerun: bool) -> dict[st
         "rate": (before["rate"] + after["rate"]) / 2,
     }
     return result
+
+
+def _experiment(
+    server: Any, users: int, concurrency: int, measured: dict[str, Any], raw: dict[str, Any]
+) -> Row:
+    """The same run with the circuit breaker's cache reads stubbed out: not shipped code,
+    a measurement of what those reads cost (see the README's analysis)."""
+    env.reset()
+    env.create_users(users)
+    server.reset()
+    flags = ["--concurrency", str(concurrency)]
+    stub = env.run_child("sync", *flags, ORQ_BENCH_BASE_URL=server.url, ORQ_BENCH_STUB_BREAKER="1")
+    rate = users / stub["seconds"]
+    raw.setdefault("breaker_stubbed", []).append({"concurrency": concurrency, **stub, "rate": rate})
+    sdk_rate, ceiling = raw["sdk"]["rate"], measured["ceiling"]["rate"]
+    return Row(
+        "1",
+        f"  experiment: same, breaker's cache reads stubbed out, {concurrency} threads",
+        f"{rate:,.0f} contacts/s",
+        f"{rate / sdk_rate:.1f}x SDK, {rate / ceiling:.0%} of ceiling",
+    )
 
 
 def _rows(
