@@ -85,35 +85,38 @@ def main() -> None:
     started = time.monotonic()
     rows: list[Row] = []
     raw: dict[str, Any] = {"machine": machine, "args": vars(args)}
-    if figures & {"1", "2"}:
-        from . import fig_bulk
+    try:
+        if figures & {"1", "2"}:
+            from . import fig_bulk
 
-        also = [int(c) for c in args.also_concurrency.split(",") if c.strip()]
-        new, raw["bulk"] = fig_bulk.run(
-            args.users,
-            args.sdk_users,
-            args.latency,
-            args.sdk_python,
-            also,
-            args.experiment_breaker,
-        )
-        rows += new
-    if "3" in figures:
-        from . import fig_ratelimit
+            also = [int(c) for c in args.also_concurrency.split(",") if c.strip()]
+            new, raw["bulk"] = fig_bulk.run(
+                args.users,
+                args.sdk_users,
+                args.latency,
+                args.sdk_python,
+                also,
+                args.experiment_breaker,
+            )
+            rows += new
+        if "3" in figures:
+            from . import fig_ratelimit
 
-        new, raw["ratelimit"] = fig_ratelimit.run(args.rate_users, args.latency)
-        rows += new
-    if "4" in figures:
-        from . import fig_save
+            new, raw["ratelimit"] = fig_ratelimit.run(args.rate_users, args.latency)
+            rows += new
+        if "4" in figures:
+            from . import fig_save
 
-        new, raw["save"] = fig_save.run(args.save_rounds, 100)
-        rows += new
-    if "5" in figures:
-        from . import fig_memory
+            new, raw["save"] = fig_save.run(args.save_rounds, 100)
+            rows += new
+        if "5" in figures:
+            from . import fig_memory
 
-        small, large = (int(n) for n in args.memory_users.split(","))
-        new, raw["memory"] = fig_memory.run(small, large)
-        rows += new
+            small, large = (int(n) for n in args.memory_users.split(","))
+            new, raw["memory"] = fig_memory.run(small, large)
+            rows += new
+    finally:
+        env.reset()  # no users, rows, queued tasks or limiter keys left behind
     raw["seconds"] = time.monotonic() - started
     raw["rows"] = [row.as_dict() for row in rows]
     print()

@@ -21,7 +21,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 DB_NAME = os.environ.get("ORQ_BENCH_DB", "orq_bench")
-REDIS_URL = os.environ.get("ORQ_BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
+REDIS_URL = os.environ.get("ORQ_BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")
 QUEUE = os.environ.get("ORQ_BENCH_QUEUE", "orq-bench")
 
 
