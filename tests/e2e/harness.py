@@ -346,18 +346,20 @@ def broker_at(app: Any, url: str) -> Iterator[None]:
     cached pools are dropped both ways so the next publish builds them for the current URL
     (kombu keeps one pool per broker URL, so the healthy one is found again afterwards).
     """
-    previous = app.conf.broker_url
+    # Celery 5.3 resolves broker_write_url once, so it must be moved along explicitly.
+    names = ("broker_url", "broker_write_url", "broker_read_url")
+    previous = {name: app.conf.get(name) for name in names}
 
     def reset_pools() -> None:
         app._pool = None
         app.amqp._producer_pool = None
 
-    app.conf.broker_url = url
+    app.conf.update(dict.fromkeys(names, url))
     reset_pools()
     try:
         yield
     finally:
-        app.conf.broker_url = previous
+        app.conf.update(previous)
         reset_pools()
 
 
