@@ -24,6 +24,36 @@ PROBE_KEY = f"{PREFIX}:probe"
 AUTH_ALERT_KEY = f"{PREFIX}:auth_alert"
 
 
+# Each process looks at the shared state at most this often on the happy path: two cache
+# reads per call cost more CPU than the call itself in a bulk sync, and an outage is
+# noticed a quarter of a second later at worst.
+VIEW_TTL = 0.25
+
+
+class _View:
+    """This process's recent reading of the shared breaker state."""
+
+    def __init__(self) -> None:
+        self.read_at = 0.0
+        self.open_until: float | None = None
+        self.failures = 0
+
+    def refresh(self, cache: BaseCache) -> _View:
+        now = time.monotonic()
+        if now - self.read_at >= VIEW_TTL:
+            values = cache.get_many([OPEN_KEY, FAILURES_KEY])
+            self.open_until = values.get(OPEN_KEY)
+            self.failures = int(values.get(FAILURES_KEY) or 0)
+            self.read_at = now
+        return self
+
+    def forget(self) -> None:
+        self.read_at = 0.0
+
+
+_view = _View()
+
+
 def _cache() -> BaseCache:
     return caches[get_setting("CACHE_ALIAS")]
 
@@ -34,7 +64,7 @@ def before_call() -> None:
     if threshold <= 0:
         return
     cache = _cache()
-    open_until = cache.get(OPEN_KEY)
+    open_until = _view.refresh(cache).open_until
     if not open_until:
         return
     cooldown = float(get_setting("BREAKER_COOLDOWN"))
@@ -49,8 +79,10 @@ def before_call() -> None:
 
 def record_success() -> None:
     cache = _cache()
-    if cache.get(OPEN_KEY) or cache.get(FAILURES_KEY):
+    view = _view.refresh(cache)
+    if view.open_until or view.failures:
         cache.delete_many([OPEN_KEY, FAILURES_KEY, PROBE_KEY])
+        view.open_until, view.failures = None, 0
 
 
 def record_failure() -> None:
@@ -67,8 +99,10 @@ def record_failure() -> None:
     except ValueError:  # expired between add and incr
         failures = 1
         cache.set(FAILURES_KEY, 1, timeout=max(60, int(cooldown * 4)))
+    _view.failures = failures
     if failures >= threshold:
-        cache.set(OPEN_KEY, time.time() + cooldown, timeout=int(cooldown * 10) + 60)
+        _view.open_until = time.time() + cooldown
+        cache.set(OPEN_KEY, _view.open_until, timeout=int(cooldown * 10) + 60)
         cache.delete(PROBE_KEY)
 
 
@@ -80,6 +114,7 @@ def first_auth_alert(interval: float) -> bool:
 
 def reset() -> None:
     _cache().delete_many([OPEN_KEY, FAILURES_KEY, PROBE_KEY, AUTH_ALERT_KEY])
+    _view.forget()
 
 
 def is_open() -> bool:

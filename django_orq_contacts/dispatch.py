@@ -12,6 +12,7 @@ committing thread instead (for servers that run no threads, such as uWSGI withou
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import queue
@@ -24,6 +25,7 @@ from django.db import DEFAULT_DB_ALIAS, transaction
 from .conf import get_setting
 
 logger = logging.getLogger(__name__)
+_connections = threading.local()
 
 Job = tuple[str, tuple[Any, ...], dict[str, Any]]
 SYNC_TASK = "django_orq_contacts.sync_contact"
@@ -124,20 +126,21 @@ def send_now(jobs: list[Job]) -> int:
     sent = 0
     name = jobs[0][0] if jobs else ""
     try:
-        with _bounded_connection(tasks.BY_NAME[name].app) as connection:
-            for name, args, kwargs in jobs:
-                tasks.BY_NAME[name].apply_async(
-                    args=args,
-                    kwargs=kwargs,
-                    queue=get_setting("QUEUE"),
-                    connection=connection,
-                    # One quick reconnect covers a connection the broker has just dropped;
-                    # more would only delay the warning.
-                    retry=True,
-                    retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.5},
-                )
-                sent += 1
+        connection = _connection_for(tasks.BY_NAME[name].app)
+        for name, args, kwargs in jobs:
+            tasks.BY_NAME[name].apply_async(
+                args=args,
+                kwargs=kwargs,
+                queue=get_setting("QUEUE"),
+                connection=connection,
+                # One quick reconnect covers a connection the broker has just dropped;
+                # more would only delay the warning.
+                retry=True,
+                retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.5},
+            )
+            sent += 1
     except Exception as exc:
+        _discard_connection()
         logger.warning(
             "Could not publish %s for %d job(s) (%s); their ContactSync rows stay pending "
             "for the sweeper.",
@@ -146,6 +149,35 @@ def send_now(jobs: list[Job]) -> int:
             type(exc).__name__,
         )
     return sent
+
+
+def _connection_for(app: Any) -> Any:
+    """This thread's bounded broker connection, kept between publishes.
+
+    Opening one (and declaring the queue on it) per publish cost several times the publish
+    itself. It is made anew after a fork, a failure, or a change of broker URL or timeout.
+    """
+    key = (
+        os.getpid(),
+        id(app),
+        str(app.conf.broker_write_url or app.conf.broker_url),
+        get_setting("PUBLISH_TIMEOUT"),
+    )
+    entry = getattr(_connections, "entry", None)
+    if entry is not None and entry[0] == key:
+        return entry[1]
+    _discard_connection()
+    connection = _bounded_connection(app)
+    _connections.entry = (key, connection)
+    return connection
+
+
+def _discard_connection() -> None:
+    entry = getattr(_connections, "entry", None)
+    _connections.entry = None
+    if entry is not None and entry[0][0] == os.getpid():
+        with contextlib.suppress(Exception):
+            entry[1].release()
 
 
 def _bounded_connection(app: Any) -> Any:

@@ -70,8 +70,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--concurrency",
             type=int,
-            default=8,
-            help="Parallel HTTP calls in this process (default 8).",
+            default=16,
+            help="Parallel HTTP calls in this process (default 16).",
         )
         parser.add_argument(
             "--enqueue",
