@@ -24,8 +24,9 @@ def _api_key() -> str | None:
 
 def redact(text: str) -> str:
     """Remove the API key, bearer tokens and email addresses from ``text``."""
+    # Bearer tokens first: replacing the key first left "Bearer [redacted] key]".
+    text = BEARER_RE.sub(r"\1[redacted]", text)
     key = _api_key()
     if key and len(key) >= 4:
         text = text.replace(key, "[redacted key]")
-    text = BEARER_RE.sub(r"\1[redacted]", text)
     return EMAIL_RE.sub("[redacted email]", text)
