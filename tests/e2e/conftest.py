@@ -42,7 +42,9 @@ def _app_seen_from_another_thread() -> Any:
 
 @pytest.fixture(scope="session")
 def e2e_queue() -> str:
-    return str(django_settings.ORQ_CONTACTS["QUEUE"])
+    # One queue per run: a worker orphaned by an interrupted run must not take this run's
+    # tasks (it talks to a stand-in server that is gone).
+    return f"{django_settings.ORQ_CONTACTS['QUEUE']}-{os.getpid()}"
 
 
 @pytest.fixture(scope="session")

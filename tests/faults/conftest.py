@@ -103,7 +103,8 @@ def fault_stacks(
         connection.ensure_connection()
     # The publisher thread and the helper threads resolve Celery's default app.
     celery_app.set_default()
-    queue = f"{django_settings.ORQ_CONTACTS['QUEUE']}"
+    # One queue per run, so a worker orphaned by an interrupted run cannot take its tasks.
+    queue = f"{django_settings.ORQ_CONTACTS['QUEUE']}-{os.getpid()}"
     base = {
         # The name pytest-django actually created, read after it did so.
         "database": str(connection.settings_dict["NAME"]),
