@@ -169,7 +169,7 @@ def preview(
             yield sync.SyncResult(sync.FAILED, user.pk, error=redact(str(exc)))
             continue
         row = rows.get(user.pk)
-        same = not force and row is not None and sync._unchanged(row, digest)
+        same = not force and row is not None and sync.is_unchanged(row, digest)
         yield sync.SyncResult(sync.UNCHANGED if same else sync.WOULD_SYNC, user.pk)
 
 

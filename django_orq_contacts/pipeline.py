@@ -131,15 +131,15 @@ def _job(pk: Any, token: str, row: ContactSync | None, user: Model | None, force
         return job  # sync_user deletes or skips the contact
     try:
         body = payloads.build(user)
-        if not sync._allowed_by_receivers(user, body):
+        if not sync.allowed_by_receivers(user, body):
             state.release(row, token)
             job.result = sync.SyncResult(sync.SKIPPED, pk)
             return job
     except PayloadError as exc:
-        job.result = sync._fail(user, row, token, exc)
+        job.result = sync.record_error(user, row, token, exc)
         return job
     digest = payloads.payload_hash(body, str(get_setting("RESOURCE")))
-    if not force and sync._unchanged(row, digest):
+    if not force and sync.is_unchanged(row, digest):
         return job
     moved = row.external_id not in ("", body["external_id"]) and row.synced_version > 0
     if moved and row.operation == Operation.UPSERT:
@@ -190,7 +190,7 @@ def run(job: Job, backend: BaseBackend, recorder: Recorder) -> list[sync.SyncRes
     try:
         outcome = backend.upsert(body, known=job.known)
     except OrqAPIError as exc:
-        result = sync._fail(user, row, job.token, exc)
+        result = sync.record_error(user, row, job.token, exc)
         result.calls = 1
         return [result]
     except BaseException:

@@ -160,13 +160,13 @@ def _sync_claimed(
         return _exclude(user, row, token, version, backend)
     try:
         body = payloads.build(user)
-        if not _allowed_by_receivers(user, body):
+        if not allowed_by_receivers(user, body):
             state.release(row, token)
             return SyncResult(SKIPPED, user_pk)
     except PayloadError as exc:
-        return _fail(user, row, token, exc)
+        return record_error(user, row, token, exc)
     digest = payloads.payload_hash(body, str(get_setting("RESOURCE")))
-    if not force and _unchanged(row, digest):
+    if not force and is_unchanged(row, digest):
         done = state.record_success(
             row, token, version=version, payload_hash=digest, orq_id="", called=False
         )
@@ -179,7 +179,7 @@ def _sync_claimed(
         known = row.synced_version > 0 and row.operation == ContactSync.Operation.UPSERT
         outcome = backend.upsert(body, known=known or bool(row.orq_id))
     except OrqAPIError as exc:
-        result = _fail(user, row, token, exc)
+        result = record_error(user, row, token, exc)
         result.calls = calls + 1
         return result
     done = state.record_success(
@@ -189,7 +189,7 @@ def _sync_claimed(
     return SyncResult(SYNCED if done else "again", user_pk, calls=calls + outcome.calls)
 
 
-def _unchanged(row: ContactSync, digest: str) -> bool:
+def is_unchanged(row: ContactSync, digest: str) -> bool:
     return (
         row.payload_hash == digest
         and row.synced_version > 0
@@ -197,7 +197,7 @@ def _unchanged(row: ContactSync, digest: str) -> bool:
     )
 
 
-def _allowed_by_receivers(user: Model, body: dict[str, Any]) -> bool:
+def allowed_by_receivers(user: Model, body: dict[str, Any]) -> bool:
     """Send ``pre_contact_sync``; a receiver may edit ``payload`` in place or return False."""
     responses = signals.pre_contact_sync.send(sender=type(user), user=user, payload=body)
     if any(response is False for _, response in responses):  # type: ignore[comparison-overlap]
@@ -236,7 +236,7 @@ def _exclude(
     try:
         calls = backend.delete(row.external_id)
     except OrqAPIError as exc:
-        return _fail(user, row, token, exc)
+        return record_error(user, row, token, exc)
     state.record_success(
         row,
         token,
@@ -248,7 +248,7 @@ def _exclude(
     return SyncResult(DELETED, user.pk, calls=calls)
 
 
-def _fail(user: Model | None, row: ContactSync, token: str, exc: Exception) -> SyncResult:
+def record_error(user: Model | None, row: ContactSync, token: str, exc: Exception) -> SyncResult:
     """Record a failure with its class: transient errors get a retry time, others none."""
     status_code = getattr(exc, "status", None)
     message = redact(f"{type(exc).__name__}: {exc}")
@@ -317,7 +317,7 @@ def _preview(user_pk: Any, force: bool) -> SyncResult:
         return SyncResult(FAILED, user_pk, error=redact(str(exc)))
     row = ContactSync.objects.filter(user_id=user_pk).first()
     digest = payloads.payload_hash(body, str(get_setting("RESOURCE")))
-    if not force and row is not None and _unchanged(row, digest):
+    if not force and row is not None and is_unchanged(row, digest):
         return SyncResult(UNCHANGED, user_pk)
     return SyncResult(WOULD_SYNC, user_pk)
 
@@ -337,7 +337,7 @@ def delete_contact(
     try:
         calls = (backend or get_backend()).delete(row.external_id)
     except OrqAPIError as exc:
-        return _fail(None, row, token, exc)
+        return record_error(None, row, token, exc)
     # Only if nothing changed meanwhile; the tombstone has done its job.
     ContactSync.objects.filter(pk=row.pk, version=row.version, lease_token=token).delete()
     return SyncResult(DELETED, calls=calls)
