@@ -59,6 +59,9 @@ class FakeOrqServer(Steering):
         self._window = RateWindow()
         self._rate_limited = 0
         self._in_flight = 0
+        # Bumped by reset(): requests that arrived earlier and are still being answered
+        # neither touch nor get recorded into the next test's state.
+        self._generation = 0
         self._max_in_flight = 0
         # Current settings; the handler threads read them without the lock (single loads).
         self.latency = 0.0
@@ -154,6 +157,7 @@ class FakeOrqServer(Steering):
         """Forget contacts, requests and faults; return to the settings given at construction."""
         with self._lock:
             self._api.reset()
+            self._generation += 1
             self._requests.clear()
             self._faults.clear()
             self._window.clear()
@@ -230,18 +234,21 @@ class FakeOrqServer(Steering):
 
     # -- used by the handler -----------------------------------------------------------------
 
-    def _enter(self) -> None:
+    def _enter(self) -> int:
+        """Count a request in; return the generation (reset count) it arrived in."""
         with self._lock:
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
+            return self._generation
 
     def _leave(self) -> None:
         with self._lock:
             self._in_flight -= 1
 
-    def _record(self, request: RecordedRequest) -> None:
+    def _record(self, generation: int, request: RecordedRequest) -> None:
         with self._lock:
-            self._requests.append(request)
+            if generation == self._generation:
+                self._requests.append(request)
 
     def _sleep_latency(self) -> None:
         delay = self.latency + (random.uniform(0, self.jitter) if self.jitter else 0.0)

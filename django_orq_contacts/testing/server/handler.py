@@ -80,9 +80,9 @@ class Handler(BaseHTTPRequestHandler):
             self._write(answer_control(self._orq, self.command, split.path, split.query, body))
             return
         orq = self._orq
-        orq._enter()
+        generation = orq._enter()
         try:
-            self._serve_api(arrived, body)
+            self._serve_api(arrived, body, generation)
         finally:
             orq._leave()
 
@@ -113,42 +113,47 @@ class Handler(BaseHTTPRequestHandler):
             chunks.append(self.rfile.read(size))
             self.rfile.readline()
 
-    def _serve_api(self, arrived: float, body: bytes) -> None:
+    def _serve_api(self, arrived: float, body: bytes, generation: int) -> None:
         orq = self._orq
         orq._sleep_latency()
         fault = orq._take_fault(self.command, self.path)
         rejected = fault is not None and fault.kind in ("status", "close", "redirect")
-        status = 0
         if fault is not None and fault.kind == "delay":
             # Sleep, then carry on normally: the change lands even if the client gave up.
             time.sleep(fault.seconds if fault.seconds is not None else 1.0)
+        if orq._generation != generation:
+            # The server was reset while this request waited (a test that ended with a
+            # client gone): it belongs to the past, and must not touch the next test's state.
+            self.close_connection = True
+            return
+        answer = None
+        pause = None
         if fault is not None and fault.kind == "close":
             # Hang up without a status line: the client sees a dropped connection.
             self.close_connection = True
+        elif fault is not None and rejected:
+            answer = fault_answer(fault, self.path)
         else:
-            if fault is not None and rejected:
-                answer = fault_answer(fault, self.path)
-            else:
-                answer = orq._answer(
-                    self.command, self.path, self.headers.get("Authorization"), body
-                )
-            status = answer.status
-            pause = None
+            answer = orq._answer(self.command, self.path, self.headers.get("Authorization"), body)
             if fault is not None and fault.kind == "trickle":
                 pause = fault.seconds if fault.seconds is not None else 0.2
-            self._write(answer, trickle=pause)
+        # Recorded before answering: a client that has its answer must find its request in
+        # the log (recording after the write raced with tests that clear the log next).
         orq._record(
+            generation,
             RecordedRequest(
                 method=self.command,
                 path=self.path,
                 headers=dict(self.headers.items()),
                 body=body,
-                status=status,
+                status=0 if answer is None else answer.status,
                 time=arrived,
                 fault=None if fault is None else fault.kind,
                 rejected=rejected,
-            )
+            ),
         )
+        if answer is not None:
+            self._write(answer, trickle=pause)
 
     def _write(self, answer: Answer, *, trickle: float | None = None) -> None:
         try:
