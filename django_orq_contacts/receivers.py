@@ -15,8 +15,6 @@ from .conf import get_setting
 from .models import ContactSync
 from .payload import is_sync_relevant
 
-DELETE_TASK = dispatch.DELETE_TASK
-SYNC_TASK = dispatch.SYNC_TASK
 _ROW_ATTR = "_orq_contact_sync_pk"
 
 
@@ -35,7 +33,7 @@ def user_saved(
         return
     state.mark_dirty(instance.pk, created=created, using=using)
     if not pausing.is_paused():
-        dispatch.schedule(SYNC_TASK, str(instance.pk), using=using)
+        dispatch.schedule(dispatch.SYNC_TASK, str(instance.pk), using=using)
 
 
 def user_deleting(
@@ -61,4 +59,4 @@ def user_deleted(
         ContactSync.objects.db_manager(using).filter(pk=row_pk).delete()
         return
     if state.mark_deleted(row_pk, using=using) and not pausing.is_paused():
-        dispatch.schedule(DELETE_TASK, row_pk, using=using)
+        dispatch.schedule(dispatch.DELETE_TASK, row_pk, using=using)

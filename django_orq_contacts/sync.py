@@ -43,7 +43,6 @@ WOULD_SYNC = "would_sync"
 # How often one call goes round again because the user was saved while it was in flight.
 MAX_ROUNDS = 3
 REQUEST_CHUNK = 500
-SYNC_TASK = dispatch.SYNC_TASK
 AUTH_ALERT_INTERVAL = 600.0
 # Errors raised before anything was sent (breaker open, no rate-limit slot): not an attempt.
 NOT_SENT = (OrqCircuitOpenError, OrqThrottledError)
@@ -88,7 +87,7 @@ def _request_chunk(pks: list[Any], force: bool) -> int:
     with transaction.atomic():
         for pk in pks:
             state.mark_dirty(pk)
-            dispatch.schedule(SYNC_TASK, str(pk), force=force)
+            dispatch.schedule(dispatch.SYNC_TASK, str(pk), force=force)
     return len(pks)
 
 
@@ -142,7 +141,7 @@ def sync_user(
     if result.outcome == "again":
         # Saves kept landing during the calls, and their tasks found the row busy and left
         # it to us: queue a fresh sync rather than leave the newest state to the sweeper.
-        dispatch.schedule(SYNC_TASK, str(user_pk))
+        dispatch.schedule(dispatch.SYNC_TASK, str(user_pk))
         result.outcome = SYNCED
     result.calls = calls
     return result
