@@ -54,6 +54,9 @@ DEFAULTS: dict[str, Any] = {
     # "inline": publish in the committing thread; "direct": no Celery, sync right after
     # commit in the committing thread (tests and scripts).
     "PUBLISH": "thread",
+    # PostgreSQL in autocommit only: commit the row a save marks without waiting for its WAL
+    # flush (the user's own save is untouched). See state._bump for what that risks.
+    "ASYNC_MARK_COMMIT": True,
     "RATE_LIMIT": None,
     # Open the shared circuit breaker after this many transient failures in a row (0: off),
     # and let one probe call through every BREAKER_COOLDOWN seconds while it is open.

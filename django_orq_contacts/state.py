@@ -15,10 +15,12 @@ from __future__ import annotations
 import datetime as dt
 import random
 import uuid
+from collections.abc import Callable
 from typing import Any
 
-from django.db import IntegrityError, transaction
-from django.db.models import Case, F, Q, QuerySet, Value, When
+from django.db import IntegrityError, connections, router, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Case, F, Field, Q, QuerySet, Value, When
 from django.utils import timezone
 
 from .conf import get_setting
@@ -34,23 +36,96 @@ def _in(seconds: float) -> dt.datetime:
 
 def mark_dirty(user_pk: Any, *, created: bool = False, using: str | None = None) -> None:
     """Record in the caller's transaction that this user's contact needs a sync."""
-    manager = ContactSync.objects.db_manager(using)
+    db = using or router.db_for_write(ContactSync)
+    if not created and _bump(user_pk, db):
+        return
+    manager = ContactSync.objects.db_manager(db)
     fields = {
         "status": Status.PENDING,
         "operation": Operation.UPSERT,
         "attempts": 0,
         "next_attempt_at": _in(float(get_setting("SWEEP_GRACE"))),
     }
-    if not created and manager.filter(user_id=user_pk).update(
-        version=F("version") + 1, updated_at=timezone.now(), **fields
-    ):
-        return
     try:
         # A savepoint, so a racing insert does not break the caller's transaction.
-        with transaction.atomic(using=manager.db):
+        with transaction.atomic(using=db):
             manager.create(user_id=user_pk, **fields)
     except IntegrityError:
         manager.filter(user_id=user_pk).update(version=F("version") + 1, **fields)
+
+
+def _bump(user_pk: Any, db: str) -> bool:
+    """Make an existing row pending in one statement; False when the user has no row yet.
+
+    This runs inside every ``user.save()``, so it is one hand-written UPDATE: the ORM's
+    ``update()`` costs more Python than the plain save it follows. In autocommit (no atomic
+    block) the UPDATE is its own transaction; on PostgreSQL it then commits with
+    ``synchronous_commit`` off for that transaction alone (``ASYNC_MARK_COMMIT``), so the
+    save does not wait on a second WAL flush. What that risks is narrow: a PostgreSQL crash
+    in the next few hundred milliseconds can lose the mark (never the user's own change),
+    and the task published on commit and ``reconcile_contacts`` still carry the change.
+    Inside a transaction the UPDATE simply joins it and nothing is relaxed.
+    """
+    connection = connections[db]
+    postgresql = connection.vendor == "postgresql"
+    relaxed = (
+        postgresql
+        and not connection.in_atomic_block
+        and get_setting("ASYNC_MARK_COMMIT")
+        and connection.get_autocommit()
+    )
+    now = timezone.now()
+    params: list[Any] = [now + dt.timedelta(seconds=float(get_setting("SWEEP_GRACE"))), now]
+    if postgresql:  # psycopg takes aware datetimes and the key as they are
+        params.append(user_pk)
+    else:
+        params = [connection.ops.adapt_datetimefield_value(value) for value in params]
+        user = ContactSync._meta.get_field("user")
+        assert isinstance(user, Field)
+        params.append(user.get_db_prep_value(user_pk, connection))
+    with connection.cursor() as cursor:
+        cursor.execute(_bump_sql(connection, bool(relaxed)), params)
+        return bool(cursor.rowcount)
+
+
+_BUMP_SQL: dict[tuple[str, bool], str] = {}
+
+
+def _bump_sql(connection: BaseDatabaseWrapper, relaxed: bool) -> str:
+    key = (connection.vendor, relaxed)
+    if key not in _BUMP_SQL:
+        _BUMP_SQL[key] = _build_bump_sql(connection.ops.quote_name, relaxed)
+    return _BUMP_SQL[key]
+
+
+def _build_bump_sql(quote: Callable[[str], str], relaxed: bool) -> str:
+    meta = ContactSync._meta
+    table = quote(meta.db_table)
+
+    def column(name: str) -> str:
+        field = meta.get_field(name)
+        assert isinstance(field, Field)  # our own concrete columns
+        return quote(str(field.column))
+
+    version = column("version")
+    assignments = ", ".join(
+        [
+            f"{version} = {version} + 1",
+            f"{column('attempts')} = 0",
+            # Our own constants, so inlined: fewer parameters to adapt on every save.
+            f"{column('status')} = '{Status.PENDING.value}'",
+            f"{column('operation')} = '{Operation.UPSERT.value}'",
+            f"{column('next_attempt_at')} = %s",
+            f"{column('updated_at')} = %s",
+        ]
+    )
+    # set_config(..., true) is SET LOCAL from inside the statement: it lasts until this
+    # statement's own transaction commits, and leaves the session's setting alone.
+    relax = " FROM (SELECT set_config('synchronous_commit', 'off', true)) AS orq_relax"
+    where = f"WHERE {column('user')} = %s"
+    # Only names from our own model and literal constants are formatted in; values are
+    # parameters.
+    return f"UPDATE {table} SET {assignments}{relax if relaxed else ''} {where}"  # noqa: S608
 
 
 def mark_deleted(row_pk: int, *, using: str | None = None) -> bool:

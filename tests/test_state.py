@@ -11,6 +11,7 @@ import time
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from django_orq_contacts import pausing, state, sync
@@ -443,3 +444,62 @@ def test_a_user_gone_before_its_task_runs_is_not_an_error(manual, orq_server):
     assert sync.sync_user(pk).outcome == sync.GONE
     assert sync.sync_user(999_999).outcome == sync.GONE
     assert orq_server.requests == []
+
+
+def _mark_statements(queries):
+    return [q["sql"] for q in queries if "contactsync" in q["sql"].lower()]
+
+
+def _synchronous_commit():
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_save_in_autocommit_marks_its_row_in_one_relaxed_statement():
+    user = User.objects.create_user("relaxed")
+    ContactSync.objects.filter(user=user).update(
+        status=ContactSync.Status.SYNCED, version=3, synced_version=3, next_attempt_at=None
+    )
+    with pausing.paused(), CaptureQueriesContext(connection) as queries:
+        user.first_name = "Ada"
+        user.save()
+    row = ContactSync.objects.get(user=user)
+    assert (row.status, row.version, row.operation) == ("pending", 4, "upsert")
+    assert row.next_attempt_at is not None
+    (mark,) = _mark_statements(queries)
+    assert "set_config('synchronous_commit', 'off', true)" in mark
+    # Relaxed for the mark's own transaction only: the session keeps its setting.
+    assert _synchronous_commit() == "on"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_save_inside_a_transaction_never_relaxes_the_callers_commit():
+    user = User.objects.create_user("strict")
+    with transaction.atomic(), pausing.paused(), CaptureQueriesContext(connection) as queries:
+        user.first_name = "Grace"
+        user.save()
+        assert _synchronous_commit() == "on"
+    assert "set_config" not in " ".join(_mark_statements(queries))
+    assert ContactSync.objects.get(user=user).version == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_async_mark_commit_can_be_turned_off(settings):
+    configure(settings, ASYNC_MARK_COMMIT=False)
+    user = User.objects.create_user("flushed")
+    with pausing.paused(), CaptureQueriesContext(connection) as queries:
+        user.save()
+    assert "set_config" not in " ".join(_mark_statements(queries))
+    assert ContactSync.objects.get(user=user).version == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_user_with_no_row_gets_one_on_its_next_save():
+    user = User.objects.create_user("legacy")
+    ContactSync.objects.filter(user=user).delete()  # as for users from before the app
+    with pausing.paused():
+        user.save()
+    row = ContactSync.objects.get(user=user)
+    assert (row.status, row.version, row.synced_version) == ("pending", 1, 0)
