@@ -74,12 +74,15 @@ def _bump(user_pk: Any, db: str) -> bool:
         and get_setting("ASYNC_MARK_COMMIT")
         and connection.get_autocommit()
     )
-    now = timezone.now()
-    params: list[Any] = [now + dt.timedelta(seconds=float(get_setting("SWEEP_GRACE"))), now]
-    if postgresql:  # psycopg takes aware datetimes and the key as they are
-        params.append(user_pk)
+    grace = float(get_setting("SWEEP_GRACE"))
+    if postgresql:
+        # The database's clock, and the key as it is: each parameter adapted costs time
+        # in every save. Clock skew with the app only shifts the sweeper by that much.
+        params: list[Any] = [grace, user_pk]
     else:
-        params = [connection.ops.adapt_datetimefield_value(value) for value in params]
+        now = timezone.now()
+        due = now + dt.timedelta(seconds=grace)
+        params = [connection.ops.adapt_datetimefield_value(value) for value in (due, now)]
         user = ContactSync._meta.get_field("user")
         assert isinstance(user, Field)
         params.append(user.get_db_prep_value(user_pk, connection))
@@ -94,11 +97,13 @@ _BUMP_SQL: dict[tuple[str, bool], str] = {}
 def _bump_sql(connection: BaseDatabaseWrapper, relaxed: bool) -> str:
     key = (connection.vendor, relaxed)
     if key not in _BUMP_SQL:
-        _BUMP_SQL[key] = _build_bump_sql(connection.ops.quote_name, relaxed)
+        _BUMP_SQL[key] = _build_bump_sql(
+            connection.ops.quote_name, connection.vendor == "postgresql", relaxed
+        )
     return _BUMP_SQL[key]
 
 
-def _build_bump_sql(quote: Callable[[str], str], relaxed: bool) -> str:
+def _build_bump_sql(quote: Callable[[str], str], postgresql: bool, relaxed: bool) -> str:
     meta = ContactSync._meta
     table = quote(meta.db_table)
 
@@ -115,10 +120,14 @@ def _build_bump_sql(quote: Callable[[str], str], relaxed: bool) -> str:
             # Our own constants, so inlined: fewer parameters to adapt on every save.
             f"{column('status')} = '{Status.PENDING.value}'",
             f"{column('operation')} = '{Operation.UPSERT.value}'",
-            f"{column('next_attempt_at')} = %s",
-            f"{column('updated_at')} = %s",
         ]
     )
+    if postgresql:
+        now = "statement_timestamp()"
+        assignments += f", {column('next_attempt_at')} = {now} + make_interval(secs => %s)"
+        assignments += f", {column('updated_at')} = {now}"
+    else:
+        assignments += f", {column('next_attempt_at')} = %s, {column('updated_at')} = %s"
     # set_config(..., true) is SET LOCAL from inside the statement: it lasts until this
     # statement's own transaction commits, and leaves the session's setting alone.
     relax = " FROM (SELECT set_config('synchronous_commit', 'off', true)) AS orq_relax"
