@@ -10,6 +10,7 @@ the broker. Retries are decided here from the error class, never by ``autoretry_
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from celery import shared_task
@@ -21,6 +22,10 @@ from .conf import get_setting
 # the HTTP read timeout times the calls of one sync (at most a fallback pair per round).
 SOFT_TIME_LIMIT = 120
 TIME_LIMIT = 150
+# A sync_contacts message: the circuit breaker stops calls after a few timeouts in a row,
+# so even against a hung API a batch ends well within this.
+BATCH_SOFT_TIME_LIMIT = 600
+BATCH_TIME_LIMIT = 660
 
 TASK_OPTIONS: dict[str, Any] = {
     "bind": True,
@@ -33,25 +38,56 @@ TASK_OPTIONS: dict[str, Any] = {
 }
 
 
-def _retry_or_hand_over(task: Any, result: sync.SyncResult) -> sync.SyncResult:
-    """Retry through the broker when soon enough; otherwise leave it to the sweeper.
+def _retry_soon(result: sync.SyncResult, retries: int) -> bool:
+    """Whether to retry through the broker; otherwise the sweeper takes it from the row.
 
     A huge Retry-After is not parked in the broker as a countdown (Redis would redeliver it
     after the visibility timeout anyway): the row's next_attempt_at already holds it.
     """
-    if result.outcome != sync.RETRY or result.retry_in is None:
-        return result
-    if result.retry_in > float(get_setting("RETRY_BACKOFF_MAX")):
-        return result
-    if task.request.retries + 1 >= int(get_setting("MAX_RETRIES")):
-        return result
-    raise task.retry(countdown=result.retry_in, queue=get_setting("QUEUE"))
+    return (
+        result.outcome == sync.RETRY
+        and result.retry_in is not None
+        and result.retry_in <= float(get_setting("RETRY_BACKOFF_MAX"))
+        and retries + 1 < int(get_setting("MAX_RETRIES"))
+    )
+
+
+def _retry_or_hand_over(task: Any, result: sync.SyncResult) -> sync.SyncResult:
+    if _retry_soon(result, task.request.retries):
+        raise task.retry(countdown=result.retry_in, queue=get_setting("QUEUE"))
+    return result
 
 
 @shared_task(name="django_orq_contacts.sync_contact", **TASK_OPTIONS)
 def sync_contact(self: Any, user_pk: Any, force: bool = False) -> str:
     result = sync.sync_user(user_pk, force=force)
     return _retry_or_hand_over(self, result).outcome
+
+
+@shared_task(
+    name="django_orq_contacts.sync_contacts",
+    **{**TASK_OPTIONS, "soft_time_limit": BATCH_SOFT_TIME_LIMIT, "time_limit": BATCH_TIME_LIMIT},
+)
+def sync_contacts(self: Any, user_pks: list[Any], force: bool = False) -> dict[str, int]:
+    """Several users published together (a burst of saves, see ``dispatch.coalesce``).
+
+    Each user is synced on its own, as ``sync_contact`` would: one user's failure never
+    fails the others, and a user worth retrying soon gets a ``sync_contact`` of its own
+    with that countdown rather than holding the rest back. A redelivered message (a worker
+    killed midway) costs no repeated calls: the rows say who is already synced.
+    """
+    outcomes: Counter[str] = Counter()
+    for user_pk in user_pks:
+        result = sync.sync_user(user_pk, force=force)
+        if _retry_soon(result, 0):
+            sync_contact.apply_async(
+                (user_pk,),
+                {"force": True} if force else {},
+                countdown=result.retry_in,
+                queue=get_setting("QUEUE"),
+            )
+        outcomes[result.outcome] += 1
+    return dict(outcomes)
 
 
 @shared_task(name="django_orq_contacts.delete_contact", **TASK_OPTIONS)
@@ -92,6 +128,7 @@ def reconcile_contacts(self: Any, batch_size: int = 500) -> int:
 
 BY_NAME: dict[str, Any] = {
     "django_orq_contacts.sync_contact": sync_contact,
+    "django_orq_contacts.sync_contacts": sync_contacts,
     "django_orq_contacts.delete_contact": delete_contact,
     "django_orq_contacts.sync_pending": sync_pending,
     "django_orq_contacts.reconcile_contacts": reconcile_contacts,

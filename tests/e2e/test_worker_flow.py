@@ -13,6 +13,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
+from django_orq_contacts import sync
 from django_orq_contacts.models import ContactSync
 
 from .harness import row_of, wait_for, wait_for_row
@@ -20,6 +21,7 @@ from .harness import row_of, wait_for, wait_for_row
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 User = get_user_model()
 SYNC = "django_orq_contacts.sync_contact"
+SYNC_MANY = "django_orq_contacts.sync_contacts"
 
 
 def requests_for(server, user):
@@ -235,3 +237,31 @@ def test_rejected_key_fails_and_alerts(orq_server, e2e_worker):
     assert row.last_status_code == 401
     assert len(requests_for(orq_server, hal)) == 1
     assert "Orq rejected the API key" in e2e_worker.log_since(mark)
+
+
+def test_a_burst_of_saves_goes_out_in_few_messages_and_one_call_per_user(
+    orq_server, e2e_worker, settle
+):
+    """An admin action (or a script) marking many users at once: the publisher thread sends
+    them as ``sync_contacts`` messages, and a 503 for one user retries that user alone."""
+    users = [User.objects.create_user(f"burst{i}", email=f"burst{i}@example.com") for i in range(40)]
+    for user in users:
+        wait_for_row(user, "synced")
+    orq_server.clear_requests()
+    User.objects.filter(pk__in=[u.pk for u in users]).update(first_name="Burst")
+    orq_server.add_fault("status", status=503, times=1, path_contains="/v2/contacts")
+    mark = e2e_worker.mark()
+
+    sync.request_sync([u.pk for u in users])
+
+    for user in users:
+        contact_where(orq_server, user, display_name="Burst")
+        assert wait_for_row(user, "synced").attempts == 0
+    settle()
+    received = [e.name for e in e2e_worker.received(mark)]
+    assert SYNC_MANY in received
+    assert len(received) < len(users)
+    calls = [requests_for(orq_server, user) for user in users]
+    # One call per user, plus the one that met the 503 and went round again on its own.
+    assert sorted(len(c) for c in calls) == [1] * 39 + [2]
+    assert sorted(r.status for c in calls for r in c).count(503) == 1

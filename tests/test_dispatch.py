@@ -1,0 +1,32 @@
+"""How queued publishes become broker messages (``dispatch.coalesce``)."""
+
+from __future__ import annotations
+
+from django_orq_contacts import dispatch
+
+SYNC, MANY, DELETE = dispatch.SYNC_TASK, dispatch.SYNC_MANY_TASK, dispatch.DELETE_TASK
+
+
+def sync(pk, **kwargs):
+    return (SYNC, (str(pk),), kwargs)
+
+
+def test_a_lone_save_stays_one_sync_contact():
+    assert dispatch.coalesce([sync(7)]) == [sync(7)]
+
+
+def test_a_burst_becomes_sync_contacts_messages_of_at_most_25_users_each_user_once():
+    jobs = [sync(pk) for pk in range(60)] + [sync(3), sync(59)]
+    messages = dispatch.coalesce(jobs)
+    assert [name for name, _, _ in messages] == [MANY, MANY, MANY]
+    assert [len(args[0]) for _, args, _ in messages] == [25, 25, 10]
+    assert [pk for _, args, _ in messages for pk in args[0]] == [str(pk) for pk in range(60)]
+
+
+def test_forced_syncs_travel_apart_and_deletes_are_left_alone():
+    jobs = [sync(1), (DELETE, (9,), {}), sync(2), sync(1, force=True), sync(3, force=True)]
+    assert dispatch.coalesce(jobs) == [
+        (MANY, (["1", "2"],), {}),
+        (MANY, (["1", "3"],), {"force": True}),
+        (DELETE, (9,), {}),
+    ]
