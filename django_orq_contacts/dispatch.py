@@ -17,6 +17,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -36,6 +37,8 @@ MAX_BATCH = 500
 # Users per sync_contacts message: a burst of saves becomes a few messages, each still
 # small enough for one worker to finish in seconds (at most this many calls in a row).
 USERS_PER_MESSAGE = 25
+# Seconds the publisher thread waits after the first queued job for others to join it.
+LINGER = 0.01
 
 
 class _OnCommit:
@@ -157,31 +160,41 @@ def send_now(jobs: list[Job]) -> int:
 
 
 def coalesce(jobs: list[Job]) -> list[Job]:
-    """Turn several syncs published together into ``sync_contacts`` messages.
+    """Turn runs of syncs published together into ``sync_contacts`` messages.
 
     Each message costs the publishing process a millisecond or so of CPU, which a loop of
     saves (a script, a data migration, ``--enqueue``) would otherwise pay per user. A lone
-    sync stays a plain ``sync_contact``, so a web request's single save is unchanged. A user
-    listed twice is sent once.
+    sync stays a plain ``sync_contact``, so a web request's single save is unchanged. Only
+    consecutive syncs of the same kind are joined, so messages keep the order of the jobs;
+    a user listed twice in a run is sent once.
     """
-    groups: dict[bool, dict[Any, None]] = {}  # force -> user pks, in order, once each
-    rest: list[Job] = []
-    for job in jobs:
-        name, args, kwargs = job
-        if name == SYNC_TASK and set(kwargs) <= {"force"}:
-            groups.setdefault(bool(kwargs.get("force")), {})[args[0]] = None
-        else:
-            rest.append(job)
     out: list[Job] = []
-    for force, unique in groups.items():
-        pks = list(unique)
-        kwargs = {"force": True} if force else {}
+    run: dict[Any, None] = {}  # the current run's user pks, in order, once each
+    run_forced = False
+
+    def end_run() -> None:
+        pks = list(run)
+        run.clear()
+        kwargs = {"force": True} if run_forced else {}
         if len(pks) == 1:
             out.append((SYNC_TASK, (pks[0],), kwargs))
-            continue
+            return
         for start in range(0, len(pks), USERS_PER_MESSAGE):
             out.append((SYNC_MANY_TASK, (pks[start : start + USERS_PER_MESSAGE],), kwargs))
-    return out + rest
+
+    for name, args, kwargs in jobs:
+        joins = name == SYNC_TASK and set(kwargs) <= {"force"}
+        forced = bool(kwargs.get("force"))
+        if run and not (joins and forced == run_forced):
+            end_run()
+        if joins:
+            run_forced = forced
+            run[args[0]] = None
+        else:
+            out.append((name, args, kwargs))
+    if run:
+        end_run()
+    return out
 
 
 def _connection_for(app: Any) -> Any:
@@ -244,6 +257,10 @@ class _Publisher:
     def _run(self) -> None:
         while True:
             batch = [self.queue.get()]
+            # A moment's wait lets a burst of saves (a loop, a data migration) queue up
+            # behind the first, to go out as a few sync_contacts messages rather than one
+            # message per user; a lone save's task leaves a few milliseconds later.
+            time.sleep(LINGER)
             # Whatever else is already queued goes out over the same connection.
             while len(batch) < MAX_BATCH:
                 try:

@@ -23,10 +23,20 @@ def test_a_burst_becomes_sync_contacts_messages_of_at_most_25_users_each_user_on
     assert [pk for _, args, _ in messages for pk in args[0]] == [str(pk) for pk in range(60)]
 
 
-def test_forced_syncs_travel_apart_and_deletes_are_left_alone():
-    jobs = [sync(1), (DELETE, (9,), {}), sync(2), sync(1, force=True), sync(3, force=True)]
+def test_only_runs_of_the_same_kind_are_joined_so_messages_keep_their_order():
+    jobs = [
+        sync(1),
+        sync(2, force=False),
+        (DELETE, (9,), {}),
+        sync(3),
+        sync(1, force=True),
+        sync(4, force=True),
+        sync(5),
+    ]
     assert dispatch.coalesce(jobs) == [
         (MANY, (["1", "2"],), {}),
-        (MANY, (["1", "3"],), {"force": True}),
         (DELETE, (9,), {}),
+        (SYNC, ("3",), {}),
+        (MANY, (["1", "4"],), {"force": True}),
+        (SYNC, ("5",), {}),
     ]

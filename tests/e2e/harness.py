@@ -34,7 +34,8 @@ ARTIFACTS = REPO_ROOT / "artifacts" / "e2e"
 
 # Celery's own INFO lines for a task's life in the worker.
 _RECEIVED_RE = re.compile(r"Task ([\w.]+)\[([0-9a-f-]+)\] received")
-_SUCCEEDED_RE = re.compile(r"Task ([\w.]+)\[([0-9a-f-]+)\] succeeded in [0-9.e-]+s: '?([\w]+)'?")
+# A task's return value: 'synced' for one user, {'synced': 24, ...} for sync_contacts.
+_SUCCEEDED_RE = re.compile(r"Task ([\w.]+)\[([0-9a-f-]+)\] succeeded in [0-9.e-]+s: '?(.+?)'?$")
 _RETRY_RE = re.compile(r"Task ([\w.]+)\[([0-9a-f-]+)\] retry")
 
 
@@ -255,6 +256,22 @@ def unacked_calls(url: str) -> list[tuple[str, list[Any], dict[str, Any]]]:
     """Task calls a worker holds without having acknowledged them (acks_late, ETA retries)."""
     entries = redis_client(url).hvals("unacked")
     return [task_call(json.loads(raw)[0]) for raw in entries]
+
+
+def synced_users(calls: list[tuple[str, list[Any], dict[str, Any]]]) -> list[Any]:
+    """The user pks that ``sync_contact`` and ``sync_contacts`` calls name, in order.
+
+    Saves made close together may travel as one ``sync_contacts`` message (the publisher
+    thread joins what queues up within a few milliseconds), so tests count users, not
+    messages.
+    """
+    pks: list[Any] = []
+    for name, args, _kwargs in calls:
+        if name == "django_orq_contacts.sync_contact":
+            pks.append(args[0])
+        elif name == "django_orq_contacts.sync_contacts":
+            pks.extend(args[0])
+    return pks
 
 
 def task_call(message: dict[str, Any]) -> tuple[str, list[Any], dict[str, Any]]:

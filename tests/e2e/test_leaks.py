@@ -25,6 +25,7 @@ from .harness import (
     queued_messages,
     redis_dump,
     row_of,
+    synced_users,
     task_call,
     unacked_calls,
     wait_for,
@@ -67,16 +68,12 @@ def test_key_and_emails_stay_out_of_broker_logs_and_rows(
         ben.save()
         gone.delete()
         assert dispatch.flush(5)
-        calls = sorted(map(task_call, queued_messages(broker, e2e_queue)), key=repr)
-        assert calls == sorted(
-            [
-                (SYNC, [str(ana.pk)], {}),
-                (SYNC, [str(ben.pk)], {}),
-                (SYNC, [str(ben.pk)], {}),
-                (DELETE, [gone_row.pk], {}),
-            ],
-            key=repr,
-        )
+        calls = [task_call(m) for m in queued_messages(broker, e2e_queue)]
+        # Only primary keys: the users to sync (ben's two saves may travel as one) and the
+        # row of the contact to delete.
+        assert set(synced_users(calls)) == {str(ana.pk), str(ben.pk)}
+        assert len(synced_users(calls)) <= 3
+        assert [call for call in calls if call[0] == DELETE] == [(DELETE, [gone_row.pk], {})]
         assert leaked(redis_dump(broker)) == []
     finally:
         e2e_worker.start()

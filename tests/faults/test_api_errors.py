@@ -24,7 +24,7 @@ from django_orq_contacts.models import ContactSync
 from tests.celery_app import app as celery_app
 from tests.e2e.harness import redis_client, wait_for, wait_for_row
 
-from .support import SYNC, assert_converged, kill_pool_children, make_user, requests_for
+from .support import assert_converged, kill_pool_children, make_user, requests_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 User = get_user_model()
@@ -150,7 +150,13 @@ def test_rejected_key_fails_every_user_and_alerts_once(orq_server, stack):
         row = wait_for_row(user, "failed")
         assert row.last_status_code == 401
         assert len(requests_for(orq_server, user.pk)) == 1
-    wait_for(lambda: len(stack.worker.outcomes(mark)) == 4, what="the four tasks to finish")
+    # The four saves may have travelled as fewer messages (see dispatch.coalesce).
+    def all_finished():
+        received = stack.worker.received(mark)
+        return received and len(stack.worker.outcomes(mark)) == len(received)
+
+    wait_for(all_finished, what="the tasks to finish")
+    received = [e.name for e in stack.worker.received(mark)]
     assert not any(e.kind == "retry" for e in stack.worker.events(mark))
     # One ERROR record (Celery's format; the settings' console handler repeats its text).
     log = stack.worker.log_since(mark).splitlines()
@@ -159,4 +165,5 @@ def test_rejected_key_fails_every_user_and_alerts_once(orq_server, stack):
 
     call_command("orq_sync_contacts", "--pending", "--no-progress", stdout=io.StringIO())
     assert_converged(orq_server)
-    assert [e.name for e in stack.worker.received(mark)] == [SYNC] * 4
+    # The command synced in its own process: the worker got nothing more.
+    assert [e.name for e in stack.worker.received(mark)] == received

@@ -14,9 +14,9 @@ from django.db import transaction
 from django_orq_contacts import dispatch, pausing, tasks
 from django_orq_contacts.models import ContactSync
 from tests.celery_app import app as celery_app
-from tests.e2e.harness import broker_at, unused_port, wait_for, wait_for_row
+from tests.e2e.harness import broker_at, synced_users, unused_port, wait_for, wait_for_row
 
-from .support import SYNC, assert_converged, make_user, requests_for, secrets_in
+from .support import assert_converged, make_user, requests_for, secrets_in
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 User = get_user_model()
@@ -109,7 +109,9 @@ def test_backlog_of_updates_costs_at_most_two_calls(orq_server, stack):
         dan.save()
     assert dispatch.flush(HANG_GUARD)
     waiting = stack.calls()
-    assert waiting == [(SYNC, [str(dan.pk)], {})] * 10
+    # Ten saves, one user: up to ten messages (saves close together share one).
+    assert 1 <= len(waiting) <= 10
+    assert set(synced_users(waiting)) == {str(dan.pk)}
     # Messages at rest carry the pk only.
     assert secrets_in(stack.messages_blob()) == []
 
