@@ -34,9 +34,10 @@ SYNC_MANY_TASK = "django_orq_contacts.sync_contacts"
 DELETE_TASK = "django_orq_contacts.delete_contact"
 # Queued publishes the background thread sends over one broker connection.
 MAX_BATCH = 500
-# Users per sync_contacts message: a burst of saves becomes a few messages, each still
-# small enough for one worker to finish in seconds (at most this many calls in a row).
-USERS_PER_MESSAGE = 25
+# Users per sync_contacts message: a burst of saves becomes a few messages, each small
+# enough to finish quickly and to spread a burst over several workers (this many calls in a
+# row at most); the publish cost per user is already a tenth of one message's.
+USERS_PER_MESSAGE = 10
 # Seconds the publisher thread waits after the first queued job for others to join it.
 LINGER = 0.01
 

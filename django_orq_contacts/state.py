@@ -61,10 +61,12 @@ def _bump(user_pk: Any, db: str) -> bool:
     ``update()`` costs more Python than the plain save it follows. In autocommit (no atomic
     block) the UPDATE is its own transaction; on PostgreSQL it then commits with
     ``synchronous_commit`` off for that transaction alone (``ASYNC_MARK_COMMIT``), so the
-    save does not wait on a second WAL flush. What that risks is narrow: a PostgreSQL crash
-    in the next few hundred milliseconds can lose the mark (never the user's own change),
-    and the task published on commit and ``reconcile_contacts`` still carry the change.
-    Inside a transaction the UPDATE simply joins it and nothing is relaxed.
+    save does not wait on a second WAL flush. What that risks: a crash of PostgreSQL or its
+    host, or a failover, in the next few hundred milliseconds (up to three
+    ``wal_writer_delay``) can lose the mark, never the user's own change; the task published
+    on commit still carries the change, and a scheduled ``reconcile_contacts`` finds it.
+    Inside a transaction the UPDATE simply joins it and nothing is relaxed. (Django's view
+    of the transaction decides: a raw ``BEGIN`` sent behind its back is not seen.)
     """
     connection = connections[db]
     postgresql = connection.vendor == "postgresql"
@@ -75,17 +77,18 @@ def _bump(user_pk: Any, db: str) -> bool:
         and connection.get_autocommit()
     )
     grace = float(get_setting("SWEEP_GRACE"))
+    user = ContactSync._meta.get_field("user")
+    assert isinstance(user, Field)
+    key = user.get_db_prep_value(user_pk, connection)  # a custom pk field adapts itself
     if postgresql:
-        # The database's clock, and the key as it is: each parameter adapted costs time
-        # in every save. Clock skew with the app only shifts the sweeper by that much.
-        params: list[Any] = [grace, user_pk]
+        # The database's clock: each datetime adapted costs time in every save. Clock skew
+        # with the app only shifts the sweeper by that much.
+        params: list[Any] = [grace, key]
     else:
         now = timezone.now()
         due = now + dt.timedelta(seconds=grace)
         params = [connection.ops.adapt_datetimefield_value(value) for value in (due, now)]
-        user = ContactSync._meta.get_field("user")
-        assert isinstance(user, Field)
-        params.append(user.get_db_prep_value(user_pk, connection))
+        params.append(key)
     with connection.cursor() as cursor:
         cursor.execute(_bump_sql(connection, bool(relaxed)), params)
         return bool(cursor.rowcount)

@@ -15,12 +15,15 @@ def test_a_lone_save_stays_one_sync_contact():
     assert dispatch.coalesce([sync(7)]) == [sync(7)]
 
 
-def test_a_burst_becomes_sync_contacts_messages_of_at_most_25_users_each_user_once():
-    jobs = [sync(pk) for pk in range(60)] + [sync(3), sync(59)]
+def test_a_burst_becomes_sync_contacts_messages_of_bounded_size_each_user_once():
+    size = dispatch.USERS_PER_MESSAGE
+    jobs = [sync(pk) for pk in range(2 * size + 5)] + [sync(3), sync(2 * size)]
     messages = dispatch.coalesce(jobs)
     assert [name for name, _, _ in messages] == [MANY, MANY, MANY]
-    assert [len(args[0]) for _, args, _ in messages] == [25, 25, 10]
-    assert [pk for _, args, _ in messages for pk in args[0]] == [str(pk) for pk in range(60)]
+    assert [len(args[0]) for _, args, _ in messages] == [size, size, 5]
+    assert [pk for _, args, _ in messages for pk in args[0]] == [
+        str(pk) for pk in range(2 * size + 5)
+    ]
 
 
 def test_only_runs_of_the_same_kind_are_joined_so_messages_keep_their_order():

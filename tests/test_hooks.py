@@ -50,10 +50,18 @@ def test_pre_contact_sync_can_cancel(orq_server, connect):
 
 def test_synced_and_failed_signals_carry_what_happened(orq_server, connect):
     seen = []
-    connect(signals.contact_synced,
-            lambda sender, user, payload, orq_id, **kw: seen.append(("synced", user.username, bool(orq_id))))
-    connect(signals.contact_sync_failed,
-            lambda sender, user, error, will_retry, **kw: seen.append(("failed", error.status, will_retry)))
+    connect(
+        signals.contact_synced,
+        lambda sender, user, payload, orq_id, **kw: seen.append(
+            ("synced", user.username, bool(orq_id))
+        ),
+    )
+    connect(
+        signals.contact_sync_failed,
+        lambda sender, user, error, will_retry, **kw: seen.append(
+            ("failed", error.status, will_retry)
+        ),
+    )
     User.objects.create_user("dan")
     orq_server.add_fault("status", status=422)
     User.objects.create_user("eve")
@@ -103,3 +111,29 @@ def test_paused_is_per_thread(orq_server):
         release.set()
         worker.join()
     assert orq_server.contact(str(user.pk)) is not None
+
+
+def test_a_receiver_raising_for_one_user_of_a_batch_leaves_the_others_synced(
+    settings, orq_server, connect
+):
+    """``sync_contacts`` (users published together) runs in this process here: the point is
+    the task body carrying on past one user's exception, not the broker."""
+    from django_orq_contacts import tasks
+
+    settings.ORQ_CONTACTS = {**settings.ORQ_CONTACTS, "AUTO_SYNC": False}
+    ann, bob, cat = (User.objects.create_user(n, email=f"{n}@example.com") for n in "abc")
+
+    def explode_for_bob(sender, user, payload, **kwargs):
+        if user.username == "b":
+            raise RuntimeError("a project's receiver failed")
+
+    connect(signals.pre_contact_sync, explode_for_bob)
+    outcomes = tasks.sync_contacts.apply(args=([str(ann.pk), str(bob.pk), str(cat.pk)],)).get()
+
+    assert outcomes == {"synced": 2, "failed": 1}
+    assert orq_server.contact(str(ann.pk)) is not None
+    assert orq_server.contact(str(cat.pk)) is not None
+    assert orq_server.contact(str(bob.pk)) is None
+    row = ContactSync.objects.get(user=bob)
+    assert row.status == "pending"  # left to the sweeper
+    assert not row.lease_token

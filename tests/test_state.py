@@ -469,6 +469,7 @@ def test_a_save_in_autocommit_marks_its_row_in_one_relaxed_statement():
     ContactSync.objects.filter(user=user).update(
         status=ContactSync.Status.SYNCED, version=3, synced_version=3, next_attempt_at=None
     )
+    session_setting = _synchronous_commit()
     with pausing.paused(), CaptureQueriesContext(connection) as queries:
         user.first_name = "Ada"
         user.save()
@@ -476,19 +477,23 @@ def test_a_save_in_autocommit_marks_its_row_in_one_relaxed_statement():
     assert (row.status, row.version, row.operation) == ("pending", 4, "upsert")
     assert row.next_attempt_at is not None
     (mark,) = _mark_statements(queries)
-    assert "set_config('synchronous_commit', 'off', true)" in mark
-    # Relaxed for the mark's own transaction only: the session keeps its setting.
-    assert _synchronous_commit() == "on"
+    # The statement really commits relaxed: run it again, asking inside it.
+    with connection.cursor() as cursor:
+        cursor.execute(mark + " RETURNING current_setting('synchronous_commit')")
+        assert cursor.fetchone()[0] == "off"
+    # For the mark's own transaction only: the session keeps its setting.
+    assert _synchronous_commit() == session_setting
 
 
 @postgresql_only
 @pytest.mark.django_db(transaction=True)
 def test_a_save_inside_a_transaction_never_relaxes_the_callers_commit():
     user = User.objects.create_user("strict")
+    session_setting = _synchronous_commit()
     with transaction.atomic(), pausing.paused(), CaptureQueriesContext(connection) as queries:
         user.first_name = "Grace"
         user.save()
-        assert _synchronous_commit() == "on"
+        assert _synchronous_commit() == session_setting
     assert "set_config" not in " ".join(_mark_statements(queries))
     assert ContactSync.objects.get(user=user).version == 2
 

@@ -16,7 +16,29 @@ def log_in(browser, site):
     browser.find_element(By.ID, "id_username").send_keys("admin")
     browser.find_element(By.ID, "id_password").send_keys(site.password)
     browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-    wait_until(lambda: browser.current_url.endswith("/admin/"), "the admin index after login", WAIT)
+    wait_until(
+        lambda: (
+            browser.current_url.endswith("/admin/")
+            and browser.execute_script("return document.readyState") == "complete"
+        ),
+        "the admin index after login",
+        WAIT,
+    )
+
+
+def visit(browser, url, selector):
+    """Open ``url`` and wait for ``selector`` on it. Once, on a loaded machine, the
+    navigation right after the login never reached the server: ask again if need be."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(url)
+
+    def shown():
+        if not browser.current_url.endswith(url.split("://", 1)[1].split("/", 1)[1]):
+            browser.get(url)
+        return browser.find_elements(By.CSS_SELECTOR, selector)
+
+    return wait_until(shown, f"{selector} on {url}", WAIT)[0]
 
 
 def success_message(browser):
@@ -102,11 +124,8 @@ def test_sync_now_button_on_the_change_page(browser, example_site):
     site = example_site
     carol = str(site.users["carol"])
     log_in(browser, site)
-    browser.get(f"{site.url}/admin/auth/user/{carol}/change/")
-    assert (
-        "Never sent to Orq."
-        in browser.find_element(By.CSS_SELECTOR, ".field-orq_contact_state").text
-    )
+    page = f"{site.url}/admin/auth/user/{carol}/change/"
+    assert "Never sent to Orq." in visit(browser, page, ".field-orq_contact_state").text
     browser.find_element(By.XPATH, "//form[@class='orq-sync-now']//button").click()
     assert success_message(browser) == "Carol was queued for sync to Orq."
     assert browser.current_url.endswith(f"/admin/auth/user/{carol}/change/")

@@ -244,7 +244,9 @@ def test_a_burst_of_saves_goes_out_in_few_messages_and_one_call_per_user(
 ):
     """An admin action (or a script) marking many users at once: the publisher thread sends
     them as ``sync_contacts`` messages, and a 503 for one user retries that user alone."""
-    users = [User.objects.create_user(f"burst{i}", email=f"burst{i}@example.com") for i in range(40)]
+    users = [
+        User.objects.create_user(f"burst{i}", email=f"burst{i}@example.com") for i in range(40)
+    ]
     for user in users:
         wait_for_row(user, "synced")
     orq_server.clear_requests()

@@ -150,6 +150,7 @@ def test_rejected_key_fails_every_user_and_alerts_once(orq_server, stack):
         row = wait_for_row(user, "failed")
         assert row.last_status_code == 401
         assert len(requests_for(orq_server, user.pk)) == 1
+
     # The four saves may have travelled as fewer messages (see dispatch.coalesce).
     def all_finished():
         received = stack.worker.received(mark)

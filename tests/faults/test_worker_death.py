@@ -85,8 +85,10 @@ def test_whole_worker_killed_mid_request_and_restarted(orq_server, stack):
         # pending with its lease over, and the sweeper (celery beat, every minute in
         # production) finishes the job: that is the guarantee, whatever the broker does.
         stack.sweep_until(
-            lambda: not mismatches(orq_server)
-            and not ContactSync.objects.exclude(status=ContactSync.Status.SYNCED).exists(),
+            lambda: (
+                not mismatches(orq_server)
+                and not ContactSync.objects.exclude(status=ContactSync.Status.SYNCED).exists()
+            ),
             timeout=30,
             what="the sweeper to converge every row",
         )
