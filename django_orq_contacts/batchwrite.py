@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from . import signals, sync
 from .backends import BaseBackend, UpsertResult
-from .models import ContactSync
+from .models import ContactSync, quoted_column
 from .redaction import redact
 
 logger = logging.getLogger(__name__)
@@ -109,8 +109,7 @@ def _update_sql(
     meta = ContactSync._meta
 
     def q(name: str) -> str:
-        column = getattr(meta.get_field(name), "column", None) or name
-        return str(connection.ops.quote_name(column))
+        return quoted_column(connection, name)
 
     now = meta.get_field("updated_at").get_db_prep_value(timezone.now(), connection)
     pk = q(meta.pk.name)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as dt
 import random
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from django.db import IntegrityError, connections, router, transaction
@@ -24,7 +23,7 @@ from django.db.models import Case, F, Field, Q, QuerySet, Value, When
 from django.utils import timezone
 
 from .conf import get_setting
-from .models import ContactSync
+from .models import ContactSync, quoted_column
 
 Status = ContactSync.Status
 Operation = ContactSync.Operation
@@ -100,20 +99,15 @@ _BUMP_SQL: dict[tuple[str, bool], str] = {}
 def _bump_sql(connection: BaseDatabaseWrapper, relaxed: bool) -> str:
     key = (connection.vendor, relaxed)
     if key not in _BUMP_SQL:
-        _BUMP_SQL[key] = _build_bump_sql(
-            connection.ops.quote_name, connection.vendor == "postgresql", relaxed
-        )
+        _BUMP_SQL[key] = _build_bump_sql(connection, relaxed)
     return _BUMP_SQL[key]
 
 
-def _build_bump_sql(quote: Callable[[str], str], postgresql: bool, relaxed: bool) -> str:
-    meta = ContactSync._meta
-    table = quote(meta.db_table)
+def _build_bump_sql(connection: BaseDatabaseWrapper, relaxed: bool) -> str:
+    table = connection.ops.quote_name(ContactSync._meta.db_table)
 
     def column(name: str) -> str:
-        field = meta.get_field(name)
-        assert isinstance(field, Field)  # our own concrete columns
-        return quote(str(field.column))
+        return quoted_column(connection, name)
 
     version = column("version")
     assignments = ", ".join(
@@ -125,7 +119,7 @@ def _build_bump_sql(quote: Callable[[str], str], postgresql: bool, relaxed: bool
             f"{column('operation')} = '{Operation.UPSERT.value}'",
         ]
     )
-    if postgresql:
+    if connection.vendor == "postgresql":
         now = "statement_timestamp()"
         assignments += f", {column('next_attempt_at')} = {now} + make_interval(secs => %s)"
         assignments += f", {column('updated_at')} = {now}"

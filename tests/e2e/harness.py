@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import redis
 
+from django_orq_contacts import dispatch
 from django_orq_contacts.models import ContactSync
 
 T = TypeVar("T")
@@ -267,9 +268,9 @@ def synced_users(calls: list[tuple[str, list[Any], dict[str, Any]]]) -> list[Any
     """
     pks: list[Any] = []
     for name, args, _kwargs in calls:
-        if name == "django_orq_contacts.sync_contact":
+        if name == dispatch.SYNC_TASK:
             pks.append(args[0])
-        elif name == "django_orq_contacts.sync_contacts":
+        elif name == dispatch.SYNC_MANY_TASK:
             pks.extend(args[0])
     return pks
 

@@ -277,11 +277,11 @@ def assert_converged(server: FakeOrqServer, timeout: float = 20.0) -> None:
         wait_for(lambda: converged(server), timeout, interval=0.1, what="convergence")
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n" + "\n".join(mismatches(server))) from None
-    wait_for(
-        lambda: not ContactSync.objects.exclude(status=ContactSync.Status.SYNCED).exists(),
-        timeout,
-        what="every ContactSync row to be synced",
-    )
+    wait_for(all_rows_synced, timeout, what="every ContactSync row to be synced")
+
+
+def all_rows_synced() -> bool:
+    return not ContactSync.objects.exclude(status=ContactSync.Status.SYNCED).exists()
 
 
 def requests_for(server: FakeOrqServer, user_pk: Any) -> list[Any]:

@@ -16,10 +16,11 @@ from django_orq_contacts.models import ContactSync
 from tests.e2e.harness import wait_for, wait_for_row
 
 from .support import (
+    all_rows_synced,
     assert_converged,
+    converged,
     kill_pool_children,
     make_user,
-    mismatches,
     requests_for,
 )
 
@@ -85,10 +86,7 @@ def test_whole_worker_killed_mid_request_and_restarted(orq_server, stack):
         # pending with its lease over, and the sweeper (celery beat, every minute in
         # production) finishes the job: that is the guarantee, whatever the broker does.
         stack.sweep_until(
-            lambda: (
-                not mismatches(orq_server)
-                and not ContactSync.objects.exclude(status=ContactSync.Status.SYNCED).exists()
-            ),
+            lambda: converged(orq_server) and all_rows_synced(),
             timeout=30,
             what="the sweeper to converge every row",
         )
